@@ -1,0 +1,14 @@
+#pragma once
+// Subcommands of the `troupe` CLI, one file each.
+
+#include <string>
+
+namespace troupe::app {
+
+int cmd_version(int argc, char** argv);
+int cmd_bench(int argc, char** argv);
+#ifdef TROUPE_HAVE_CUDA
+std::string cuda_backend_summary();
+#endif
+
+}  // namespace troupe::app

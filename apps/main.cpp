@@ -1,0 +1,32 @@
+// troupe: the command-line entry point. Subcommands live in their own files.
+
+#include <cstdio>
+#include <cstring>
+#include <exception>
+
+#include "apps/commands.h"
+
+static void usage() {
+  std::fprintf(stderr,
+               "usage: troupe <command> [args]\n"
+               "commands:\n"
+               "  version            versions of Troupe and the libraries it links\n"
+               "  bench train        training throughput vs the sgemm peak (--json)\n");
+}
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "--help")) {
+    usage();
+    return argc < 2 ? 2 : 0;
+  }
+  try {
+    if (!std::strcmp(argv[1], "version")) return troupe::app::cmd_version(argc - 1, argv + 1);
+    if (!std::strcmp(argv[1], "bench")) return troupe::app::cmd_bench(argc - 1, argv + 1);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "troupe: %s\n", e.what());
+    return 1;
+  }
+  std::fprintf(stderr, "troupe: unknown command '%s'\n", argv[1]);
+  usage();
+  return 2;
+}
