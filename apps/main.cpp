@@ -11,6 +11,7 @@ static void usage() {
                "usage: troupe <command> [args]\n"
                "commands:\n"
                "  version            versions of Troupe and the libraries it links\n"
+               "  data ...           prepare the Austen corpus and token files (see troupe data --help)\n"
                "  bench train        training throughput vs the sgemm peak (--json)\n");
 }
 
@@ -21,6 +22,7 @@ int main(int argc, char** argv) {
   }
   try {
     if (!std::strcmp(argv[1], "version")) return troupe::app::cmd_version(argc - 1, argv + 1);
+    if (!std::strcmp(argv[1], "data")) return troupe::app::cmd_data(argc - 1, argv + 1);
     if (!std::strcmp(argv[1], "bench")) return troupe::app::cmd_bench(argc - 1, argv + 1);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "troupe: %s\n", e.what());
