@@ -82,6 +82,7 @@ void rope_forward(float* x, int B, int T, int NHx, int HS, float theta, int pos0
 // Backward of a rotation is the inverse rotation; dx (B, T, NHx, HS) in place.
 void rope_backward(float* dx, int B, int T, int NHx, int HS, float theta, int pos0 = 0);
 void rope_forward_ref(float* x, int B, int T, int NHx, int HS, float theta, int pos0 = 0);
+void rope_backward_ref(float* dx, int B, int T, int NHx, int HS, float theta, int pos0 = 0);
 
 // ---- causal self-attention with grouped-query heads -----------------------------------
 // q (B, T, NH, HS), k/v (B, T, NKV, HS), out (B, T, NH, HS),
@@ -127,7 +128,8 @@ void adamw_update_ref(float* params, const float* grads, float* m, float* v, int
 double sum_squares(const float* x, int64_t n);
 void scale_inplace(float* x, int64_t n, float s);
 
-// Threads used by OpenMP kernels and OpenBLAS (0 = all cores).
+// Threads used by the OpenMP kernels (0 = all cores). GEMMs run on these threads too, one
+// single-threaded OpenBLAS call per block of a fixed grid (see cpu/linear.cpp).
 void set_num_threads(int n);
 int num_threads();
 
