@@ -122,10 +122,11 @@ json run_torch(const std::string& script, const std::string& configs, int steps,
   while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
   int rc = pclose(p);
   if (rc != 0) return nullptr;
-  auto nl = out.rfind('{');
-  if (nl == std::string::npos) return nullptr;
+  // The script's JSON is its last line.
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+  auto nl = out.rfind('\n');
   try {
-    return json::parse(out.substr(nl));
+    return json::parse(nl == std::string::npos ? out : out.substr(nl + 1));
   } catch (...) {
     return nullptr;
   }
