@@ -13,6 +13,7 @@
 #include <optional>
 
 #include "core/dtype.h"
+#include "core/file_io.h"
 
 namespace troupe {
 
@@ -614,27 +615,10 @@ Expected<GgufFile> GgufFile::parse(const uint8_t* data, size_t size, std::string
 }
 
 Expected<GgufFile> GgufFile::open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return make_error(strformat("%s: cannot open: %s", path.c_str(), std::strerror(errno)));
-  struct stat st;
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    int e = errno;
-    ::close(fd);
-    return make_error(strformat("%s: not a regular file%s%s", path.c_str(), e ? ": " : "", e ? std::strerror(e) : ""));
-  }
-  size_t size = size_t(st.st_size);
-  if (size == 0) {
-    ::close(fd);
-    return parse(nullptr, 0, path);
-  }
-  void* m = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  int e = errno;
-  ::close(fd);  // the mapping keeps the file alive
-  if (m == MAP_FAILED)
-    return make_error(strformat("%s: mmap of %zu bytes failed: %s", path.c_str(), size, std::strerror(e)));
-  std::shared_ptr<const void> mapping(m, [size](const void* p) { ::munmap(const_cast<void*>(p), size); });
-  Expected<GgufFile> f = parse(static_cast<const uint8_t*>(m), size, path);
-  if (f) f->mapping_ = std::move(mapping);
+  auto m = MappedFile::open(path);
+  if (!m) return m.error();
+  Expected<GgufFile> f = parse(m->data, m->size, path);
+  if (f) f->mapping_ = std::move(m->owner);
   return f;
 }
 
