@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Sets up (scripts/setup.sh), runs a bounded fuzz run of the GGUF reader, then every test
+# with ctest. GPU tests report themselves skipped where there is no GPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/fuzz.sh "${TROUPE_FUZZ_SECONDS:-60}"
+BUILD=${TROUPE_BUILD_DIR:-build}
+ctest --test-dir "$BUILD" --output-on-failure -j2 --timeout 900
