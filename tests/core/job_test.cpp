@@ -63,7 +63,7 @@ TEST_CASE("job file errors name file, line and field", "[job]") {
   CHECK_THAT(err("model = 3\n"), Catch::Contains("model: expected a table"));
 }
 
-TEST_CASE("--set overrides any field with the same checks", "[job]") {
+TEST_CASE("job overrides (--set) go through the same checks", "[job]") {
   JobConfig j;
   REQUIRE(j.set("parallel.pp=2").ok());
   CHECK(j.parallel.pp == 2);
