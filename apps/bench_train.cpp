@@ -165,7 +165,7 @@ int cmd_bench_train(int argc, char** argv) {
     if (only.empty() || only == bc.name) run.push_back(bc);
   if (run.empty()) throw std::runtime_error("troupe bench train: unknown --config '" + only + "' (small, gpt2-small)");
 
-  double peak = sgemm_peak_gflops(2048, 3, threads);
+  double peak = sgemm_peak_gflops(2048, 8, threads);
   if (!as_json) std::printf("sgemm peak (2048^3, %d threads): %.1f GFLOP/s\n", threads, peak);
   json results = json::array();
   std::string names;
@@ -196,7 +196,7 @@ int cmd_bench_train(int argc, char** argv) {
             r["torch_final_loss"] = t["final_loss"];
             if (!as_json)
               std::printf("%-11s torch %s: %.0f tok/s -> troupe/torch = %.2fx\n", r["config"].get<std::string>().c_str(),
-                          t["torch_version"].is_string() ? t["torch_version"].get<std::string>().c_str() : "",
+                          torch.value("torch_version", std::string("?")).c_str(),
                           t["tokens_per_s"].get<double>(), r["ratio_vs_torch"].get<double>());
           }
         }
