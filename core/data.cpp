@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "core/bytes.h"
 #include "core/file_io.h"
 #include "core/rng.h"
 
@@ -10,23 +11,6 @@ namespace troupe::data {
 namespace {
 
 const char kMagic[8] = {'T', 'R', 'P', 'T', 'O', 'K', '1', '\0'};
-
-uint64_t fnv1a64(const uint8_t* p, size_t n) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
-  return h;
-}
-
-template <class T>
-void put(std::string& s, T v) {
-  s.append(reinterpret_cast<const char*>(&v), sizeof v);  // little-endian host (x86-64, arm64)
-}
-template <class T>
-T get(const uint8_t* p) {
-  T v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
 
 }  // namespace
 
@@ -38,16 +22,16 @@ Expected<void> write_token_file(const std::string& path, const std::vector<int32
     if (tokens[i] < 0 || uint32_t(tokens[i]) >= vocab_size)
       return make_error(strformat("%s: token %d at index %zu is outside the vocabulary of %u", path.c_str(), tokens[i],
                                   i, vocab_size));
-    if (width == 2) put<uint16_t>(body, uint16_t(tokens[i]));
-    else put<int32_t>(body, tokens[i]);
+    if (width == 2) append_le<uint16_t>(body, uint16_t(tokens[i]));
+    else append_le<int32_t>(body, tokens[i]);
   }
   std::string hdr(kMagic, 8);
-  put<uint32_t>(hdr, 1);
-  put<uint32_t>(hdr, vocab_size);
-  put<uint32_t>(hdr, width);
-  put<uint32_t>(hdr, 0);
-  put<uint64_t>(hdr, tokens.size());
-  put<uint64_t>(hdr, fnv1a64(reinterpret_cast<const uint8_t*>(body.data()), body.size()));
+  append_le<uint32_t>(hdr, 1);
+  append_le<uint32_t>(hdr, vocab_size);
+  append_le<uint32_t>(hdr, width);
+  append_le<uint32_t>(hdr, 0);
+  append_le<uint64_t>(hdr, tokens.size());
+  append_le<uint64_t>(hdr, fnv1a64(body.data(), body.size()));
   return write_file_atomic(path, {{hdr.data(), hdr.size()}, {body.data(), body.size()}});
 }
 
@@ -60,25 +44,25 @@ Expected<TokenFile> TokenFile::open(const std::string& path) {
   if (m->size < kTokenFileHeaderBytes)
     return bad(0, strformat("file of %zu bytes is shorter than the %zu-byte header", m->size, kTokenFileHeaderBytes));
   if (std::memcmp(m->data, kMagic, 8) != 0) return bad(0, "magic: not a Troupe token file (expected TRPTOK1)");
-  uint32_t version = get<uint32_t>(m->data + 8);
+  uint32_t version = load_le<uint32_t>(m->data + 8);
   if (version != 1) return bad(8, strformat("version: %u is not supported (expected 1)", version));
   TokenFile f;
-  f.vocab_ = get<uint32_t>(m->data + 12);
-  f.width_ = get<uint32_t>(m->data + 16);
+  f.vocab_ = load_le<uint32_t>(m->data + 12);
+  f.width_ = load_le<uint32_t>(m->data + 16);
   if (f.vocab_ == 0) return bad(12, "vocab_size: must be positive");
   if (f.width_ != (f.vocab_ <= 65536 ? 2u : 4u))
     return bad(16, strformat("bytes per token: %u does not fit vocab_size %u", f.width_, f.vocab_));
-  uint64_t count = get<uint64_t>(m->data + 24);
+  uint64_t count = load_le<uint64_t>(m->data + 24);
   uint64_t body = m->size - kTokenFileHeaderBytes;
   if (count > body / f.width_ || count * f.width_ != body)
     return bad(24, strformat("token count: %llu tokens of %u bytes, but the file holds %llu bytes of tokens",
                              (unsigned long long)count, f.width_, (unsigned long long)body));
-  uint64_t sum = get<uint64_t>(m->data + 32);
+  uint64_t sum = load_le<uint64_t>(m->data + 32);
   if (fnv1a64(m->data + kTokenFileHeaderBytes, size_t(body)) != sum)
     return bad(32, "checksum: the tokens do not match the header's FNV-1a checksum (file corrupted?)");
   f.tokens_ = m->data + kTokenFileHeaderBytes;
   for (uint64_t i = 0; i < count; i++) {
-    int32_t t = f.width_ == 2 ? int32_t(get<uint16_t>(f.tokens_ + 2 * i)) : get<int32_t>(f.tokens_ + 4 * i);
+    int32_t t = f.width_ == 2 ? int32_t(load_le<uint16_t>(f.tokens_ + 2 * i)) : load_le<int32_t>(f.tokens_ + 4 * i);
     if (t < 0 || uint32_t(t) >= f.vocab_)
       return bad(size_t(kTokenFileHeaderBytes + i * f.width_),
                  strformat("token %d is outside the vocabulary of %u", t, f.vocab_));

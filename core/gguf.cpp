@@ -12,6 +12,7 @@
 #include <numeric>
 #include <optional>
 
+#include "core/bytes.h"
 #include "core/dtype.h"
 #include "core/file_io.h"
 
@@ -143,14 +144,6 @@ bool GgufValue::is_integer() const {
   return is_integer_type(type);
 }
 
-namespace {
-template <class T>
-T load(const uint8_t* p) {
-  T x;
-  std::memcpy(&x, p, sizeof x);
-  return x;
-}
-}  // namespace
 
 uint64_t GgufValue::uint_at(uint64_t k) const {
   TROUPE_CHECK(
@@ -159,19 +152,19 @@ uint64_t GgufValue::uint_at(uint64_t k) const {
   const uint8_t* p = raw.data() + k * scalar_size(elem_type);
   switch (elem_type) {
     case GgufValueType::I8:
-      return uint64_t(int64_t(load<int8_t>(p)));
+      return uint64_t(int64_t(load_le<int8_t>(p)));
     case GgufValueType::U16:
-      return load<uint16_t>(p);
+      return load_le<uint16_t>(p);
     case GgufValueType::I16:
-      return uint64_t(int64_t(load<int16_t>(p)));
+      return uint64_t(int64_t(load_le<int16_t>(p)));
     case GgufValueType::U32:
-      return load<uint32_t>(p);
+      return load_le<uint32_t>(p);
     case GgufValueType::I32:
-      return uint64_t(int64_t(load<int32_t>(p)));
+      return uint64_t(int64_t(load_le<int32_t>(p)));
     case GgufValueType::U64:
-      return load<uint64_t>(p);
+      return load_le<uint64_t>(p);
     case GgufValueType::I64:
-      return uint64_t(load<int64_t>(p));
+      return uint64_t(load_le<int64_t>(p));
     default:
       return p[0];  // u8, bool
   }
@@ -185,8 +178,8 @@ double GgufValue::float_at(uint64_t k) const {
   TROUPE_CHECK(type == GgufValueType::Array && scalar_size(elem_type) != 0 && k < count, "element %llu of a %s", ull(k),
                type_description(*this).c_str());
   const uint8_t* p = raw.data() + k * scalar_size(elem_type);
-  if (elem_type == GgufValueType::F32) return load<float>(p);
-  if (elem_type == GgufValueType::F64) return load<double>(p);
+  if (elem_type == GgufValueType::F32) return load_le<float>(p);
+  if (elem_type == GgufValueType::F64) return load_le<double>(p);
   if (elem_type == GgufValueType::U64 || !is_signed_type(elem_type)) return double(uint_at(k));
   return double(int_at(k));
 }

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/bytes.h"
 #include "core/rng.h"
 #include "ops/ops.h"
 
@@ -103,12 +104,6 @@ struct Transformer::Weights {
 };
 
 namespace {
-
-uint64_t fnv1a64(const std::string& s) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
-  return h;
-}
 
 struct Spec {
   std::string name;
