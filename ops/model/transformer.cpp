@@ -279,63 +279,63 @@ void Transformer::ensure_activations(int B, int T) {
   const int L = n_stage_layers();
   const int n_layer_sets = recompute_ ? (L > 0 ? 1 : 0) : L;
 
-  int64_t per_layer = N * C * 3 + N * 4 + N * QKV + N * (QD + 2 * KD) + N * QD + int64_t(B) * cfg_.n_head * T +
-                      N * FC + N * H;
-  int64_t total = int64_t(L + 1) * N * C + n_layer_sets * per_layer;
-  if (stage_.head) total += N * C + 2 * N + 2 * N * V + N;
-  total += 2 * N * C + N * C + N * QKV + N * (QD + 2 * KD) + N * QD + N * C + N * FC + N * H + N * C;
-
   auto a = std::make_unique<Activations>();
   a->B = B;
   a->T = T;
   a->recompute = recompute_;
-  a->buf = Tensor::empty({total});
-  float* p = a->buf.data<float>();
-  auto take = [&](int64_t n) {
-    float* r = p;
-    p += n;
-    return r;
-  };
-  for (int i = 0; i <= L; i++) a->xs.push_back(take(N * C));
+  a->xs.resize(size_t(L + 1));
   a->layers.resize(size_t(n_layer_sets));
-  for (auto& la : a->layers) {
-    la.ln1 = take(N * C);
-    la.ln1_mean = take(N);
-    la.ln1_rstd = take(N);
-    la.qkv = take(N * QKV);
-    la.q = take(N * QD);
-    la.k = take(N * KD);
-    la.v = take(N * KD);
-    la.att = take(N * QD);
-    la.lse = take(int64_t(B) * cfg_.n_head * T);
-    la.x_mid = take(N * C);
-    la.ln2 = take(N * C);
-    la.ln2_mean = take(N);
-    la.ln2_rstd = take(N);
-    la.fc = take(N * FC);
-    la.act = take(N * H);
-  }
-  if (stage_.head) {
-    a->lnf = take(N * C);
-    a->lnf_mean = take(N);
-    a->lnf_rstd = take(N);
-    a->logits = take(N * V);
-    a->dlogits = take(N * V);
-    a->losses = take(N);
-  }
-  a->dx_a = take(N * C);
-  a->dx_b = take(N * C);
-  a->dln = take(N * C);
-  a->dqkv = take(N * QKV);
-  a->dq = take(N * QD);
-  a->dk = take(N * KD);
-  a->dv = take(N * KD);
-  a->datt = take(N * QD);
-  a->dx_mid = take(N * C);
-  a->dfc = take(N * FC);
-  a->dact = take(N * H);
-  a->dinput = take(N * C);
-  TROUPE_CHECK(p == a->buf.data<float>() + total, "activation layout mismatch");
+  // Lays every buffer out back to back in one allocation: a first pass with a null base
+  // counts the floats, the second assigns the pointers.
+  auto layout = [&](float* base) {
+    int64_t used = 0;
+    auto take = [&](int64_t n) {
+      float* r = base ? base + used : nullptr;
+      used += n;
+      return r;
+    };
+    for (auto& x : a->xs) x = take(N * C);
+    for (auto& la : a->layers) {
+      la.ln1 = take(N * C);
+      la.ln1_mean = take(N);
+      la.ln1_rstd = take(N);
+      la.qkv = take(N * QKV);
+      la.q = take(N * QD);
+      la.k = take(N * KD);
+      la.v = take(N * KD);
+      la.att = take(N * QD);
+      la.lse = take(int64_t(B) * cfg_.n_head * T);
+      la.x_mid = take(N * C);
+      la.ln2 = take(N * C);
+      la.ln2_mean = take(N);
+      la.ln2_rstd = take(N);
+      la.fc = take(N * FC);
+      la.act = take(N * H);
+    }
+    if (stage_.head) {
+      a->lnf = take(N * C);
+      a->lnf_mean = take(N);
+      a->lnf_rstd = take(N);
+      a->logits = take(N * V);
+      a->dlogits = take(N * V);
+      a->losses = take(N);
+    }
+    a->dx_a = take(N * C);
+    a->dx_b = take(N * C);
+    a->dln = take(N * C);
+    a->dqkv = take(N * QKV);
+    a->dq = take(N * QD);
+    a->dk = take(N * KD);
+    a->dv = take(N * KD);
+    a->datt = take(N * QD);
+    a->dx_mid = take(N * C);
+    a->dfc = take(N * FC);
+    a->dact = take(N * H);
+    a->dinput = take(N * C);
+    return used;
+  };
+  a->buf = Tensor::empty({layout(nullptr)});
+  layout(a->buf.data<float>());
   acts_ = std::move(a);
 }
 

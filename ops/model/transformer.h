@@ -136,8 +136,6 @@ class Transformer {
   std::vector<Param> params_;
   std::unique_ptr<Weights> w_, g_;
   std::unique_ptr<Activations> acts_;
-  const int32_t* last_tokens_ = nullptr;
-  int last_B_ = 0, last_T_ = 0;
   bool have_targets_ = false;
 };
 
