@@ -44,9 +44,18 @@ struct Args {
   bool recompute = false;
 };
 
+const char* kUsage =
+    "usage: train_gpt [options]\n"
+    "  --tokens FILE        token file (data/austen.tok, written by scripts/setup.sh)\n"
+    "  --tokenizer GGUF     tokenizer for the sample (data/SmolLM2-135M-Instruct.Q4_1.gguf)\n"
+    "  --out FILE           weights as safetensors (out/train_gpt.safetensors)\n"
+    "  --steps N (1000)  --batch B (8)  --seq T (128)  --layers L (4)  --heads NH (4)  --dim C (128)\n"
+    "  --lr X (1e-3)  --min-lr X (1e-4)  --warmup N (50)  --weight-decay X (0.1)  --grad-clip X (1.0)\n"
+    "  --val-every N (100)  --val-batches N (8)  --sample-tokens N (64)  --threads N (all)  --seed S\n"
+    "  --recompute          recompute activations in backward (less memory)\n";
+
 [[noreturn]] void usage_error(const std::string& msg) {
-  std::fprintf(stderr, "train_gpt: %s\n(see the comment at the top of examples/train_gpt.cpp for options)\n",
-               msg.c_str());
+  std::fprintf(stderr, "train_gpt: %s\n%s", msg.c_str(), kUsage);
   std::exit(2);
 }
 
@@ -58,12 +67,16 @@ Args parse(int argc, char** argv) {
       a.recompute = true;
       continue;
     }
+    if (k == "--help" || k == "-h") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    }
     if (i + 1 >= argc) usage_error("option " + k + " needs a value");
     std::string v = argv[++i];
     auto num = [&](double lo) {
       char* end = nullptr;
       double d = std::strtod(v.c_str(), &end);
-      if (!end || *end || !(d >= lo)) usage_error(k + ": '" + v + "' is not a number >= " + std::to_string(lo));
+      if (!end || *end || !(d >= lo)) usage_error(k + ": '" + v + "' is not a number >= " + strformat("%g", lo));
       return d;
     };
     if (k == "--tokens") a.tokens = v;
