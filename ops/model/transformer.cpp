@@ -265,13 +265,20 @@ struct Transformer::Activations {
   float *lnf, *lnf_mean, *lnf_rstd;  // head
   float *logits, *dlogits, *losses;  // (N, V), (N, V), (N)
   std::vector<int32_t> tokens, targets;
+  bool have_targets = false;
   // backward scratch
   float *dx_a, *dx_b, *dln, *dqkv, *dq, *dk, *dv, *datt, *dx_mid, *dfc, *dact, *dinput;
   bool recompute = false;
 };
 
-void Transformer::ensure_activations(int B, int T) {
-  if (acts_ && acts_->B == B && acts_->T == T && acts_->recompute == recompute_) return;
+void Transformer::ensure_activations(int slot, int B, int T) {
+  TROUPE_CHECK(slot >= 0, "activation slot %d", slot);
+  if (size_t(slot) >= slots_.size()) slots_.resize(size_t(slot) + 1);
+  auto& cur = slots_[size_t(slot)];
+  if (cur && cur->B == B && cur->T == T && cur->recompute == recompute_) {
+    acts_ = cur.get();
+    return;
+  }
   const int64_t N = int64_t(B) * T, C = cfg_.d_model, V = cfg_.vocab_size, H = cfg_.d_ff;
   const int64_t QD = int64_t(cfg_.n_head) * cfg_.head_dim(), KD = int64_t(cfg_.n_kv_head) * cfg_.head_dim();
   const int64_t QKV = QD + 2 * KD;
@@ -336,14 +343,24 @@ void Transformer::ensure_activations(int B, int T) {
   };
   a->buf = Tensor::empty({layout(nullptr)});
   layout(a->buf.data<float>());
-  acts_ = std::move(a);
+  cur = std::move(a);
+  acts_ = cur.get();
+}
+
+const Transformer::Activations* Transformer::slot_acts(int slot) const {
+  return slot >= 0 && size_t(slot) < slots_.size() ? slots_[size_t(slot)].get() : nullptr;
 }
 
 Transformer::LayerActs& Transformer::layer_acts(int i) {
   return acts_->recompute ? acts_->layers[0] : acts_->layers[size_t(i)];
 }
 
-int64_t Transformer::activation_bytes() const { return acts_ ? int64_t(acts_->buf.nbytes()) : 0; }
+int64_t Transformer::activation_bytes() const {
+  int64_t n = 0;
+  for (auto& a : slots_)
+    if (a) n += int64_t(a->buf.nbytes());
+  return n;
+}
 
 // ---------------------------------------------------------------------------------------
 // forward
@@ -391,10 +408,11 @@ void Transformer::layer_forward(int i, const float* x_in, float* x_out, LayerAct
   ops::residual_forward(x_out, a.x_mid, x_out, int64_t(N) * C);
 }
 
-float Transformer::forward(const int32_t* tokens, const float* input, const int32_t* targets, int B, int T) {
+float Transformer::forward(const int32_t* tokens, const float* input, const int32_t* targets, int B, int T,
+                           int slot) {
   TROUPE_CHECK(B > 0 && T > 0, "forward with B=%d T=%d", B, T);
   TROUPE_CHECK(T <= cfg_.max_seq_len, "sequence length %d exceeds max_seq_len %d", T, cfg_.max_seq_len);
-  ensure_activations(B, T);
+  ensure_activations(slot, B, T);
   Activations& A = *acts_;
   const int N = B * T, C = cfg_.d_model, V = cfg_.vocab_size;
 
@@ -411,7 +429,7 @@ float Transformer::forward(const int32_t* tokens, const float* input, const int3
   }
   for (int i = 0; i < n_stage_layers(); i++) layer_forward(i, A.xs[size_t(i)], A.xs[size_t(i) + 1], layer_acts(i), B, T);
 
-  have_targets_ = false;
+  A.have_targets = false;
   if (!stage_.head) return NAN;
   const float* x = A.xs[size_t(n_stage_layers())];
   if (cfg_.arch == Arch::GPT2)
@@ -429,14 +447,26 @@ float Transformer::forward(const int32_t* tokens, const float* input, const int3
   // d(loss)/d(logits) for a unit weight per token; backward scales it.
   double sum = ops::softmax_xent_forward_backward(A.losses, training_ ? A.dlogits : nullptr, A.logits,
                                                   A.targets.data(), N, V, 1.0f);
-  have_targets_ = true;
+  A.have_targets = true;
   return valid ? float(sum / valid) : 0.0f;
 }
 
-const float* Transformer::output() const { return acts_ ? acts_->xs.back() : nullptr; }
-const float* Transformer::logits() const { return acts_ && stage_.head ? acts_->logits : nullptr; }
-const float* Transformer::losses() const { return acts_ && stage_.head ? acts_->losses : nullptr; }
-const float* Transformer::input_grad() const { return acts_ ? acts_->dinput : nullptr; }
+const float* Transformer::output(int slot) const {
+  auto* a = slot_acts(slot);
+  return a ? a->xs.back() : nullptr;
+}
+const float* Transformer::logits(int slot) const {
+  auto* a = slot_acts(slot);
+  return a && stage_.head ? a->logits : nullptr;
+}
+const float* Transformer::losses(int slot) const {
+  auto* a = slot_acts(slot);
+  return a && stage_.head ? a->losses : nullptr;
+}
+const float* Transformer::input_grad(int slot) const {
+  auto* a = slot_acts(slot);
+  return a ? a->dinput : nullptr;
+}
 
 // ---------------------------------------------------------------------------------------
 // backward
@@ -496,8 +526,10 @@ void Transformer::layer_backward(int i, const float* x_in, const float* dx_out, 
     ops::rmsnorm_backward(dx_in, G.ln1_w, A.dln, x_in, W.ln1_w, a.ln1_rstd, N, C);
 }
 
-void Transformer::backward(const float* d_output, float dloss_scale) {
-  TROUPE_CHECK(acts_ != nullptr, "backward before forward");
+void Transformer::backward(const float* d_output, float dloss_scale, int slot) {
+  TROUPE_CHECK(slot >= 0 && size_t(slot) < slots_.size() && slots_[size_t(slot)],
+               "backward of activation slot %d before its forward", slot);
+  acts_ = slots_[size_t(slot)].get();
   Activations& A = *acts_;
   const int B = A.B, T = A.T, N = B * T, C = cfg_.d_model, V = cfg_.vocab_size;
   const int L = n_stage_layers();
@@ -505,7 +537,7 @@ void Transformer::backward(const float* d_output, float dloss_scale) {
   float* dx_next = A.dx_b;
 
   if (stage_.head) {
-    TROUPE_CHECK(have_targets_ && training_, "backward of the last stage needs a training forward with targets");
+    TROUPE_CHECK(A.have_targets && training_, "backward of the last stage needs a training forward with targets");
     // forward: logits = head(normf(x)); losses = xent(softmax(logits), targets)
     ops::scale_inplace(A.dlogits, int64_t(N) * V, dloss_scale);
     std::memset(A.dln, 0, size_t(N) * C * 4);

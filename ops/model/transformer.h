@@ -93,26 +93,31 @@ class Transformer {
   // fused softmax + cross-entropy; evaluation skips that work.
   void set_training(bool on) { training_ = on; }
 
-  // Forward of this stage over a (B, T) microbatch at positions [pos0, pos0 + T).
+  // Activation slots: a pipeline stage holds several microbatches between their
+  // forward and backward (1F1B: up to p - s). Each slot keeps one microbatch's
+  // activations; forward(..., slot) fills it and backward(..., slot) consumes it. Slots
+  // are created on first use and keep their buffers for reuse.
+  //
+  // Forward of this stage over a (B, T) microbatch at positions [0, T).
   //  - first stage: tokens (B*T); otherwise input (B*T, C) activations.
   //  - last stage: targets (B*T) (may be null: logits only); returns the mean loss over
   //    non-ignored targets (NaN when targets is null). Other stages return NaN and
   //    leave their output in output().
-  float forward(const int32_t* tokens, const float* input, const int32_t* targets, int B, int T);
-  const float* output() const;  // (N, C) activations of a non-last stage
-  const float* logits() const;  // (N, V), last stage after forward
-  // Per-token losses (N) of the last forward with targets.
-  const float* losses() const;
+  float forward(const int32_t* tokens, const float* input, const int32_t* targets, int B, int T, int slot = 0);
+  const float* output(int slot = 0) const;  // (N, C) activations of a non-last stage
+  const float* logits(int slot = 0) const;  // (N, V), last stage after forward
+  // Per-token losses (N) of the slot's last forward with targets.
+  const float* losses(int slot = 0) const;
 
   // Backward of the last forward, accumulating parameter gradients.
   //  - last stage: dloss_scale is d(total loss)/d(per-token loss) (1/(tokens in the
   //    whole batch) for a mean); d_output is ignored.
   //  - other stages: d_output (N, C) is the gradient arriving from the next stage.
   // Afterwards input_grad() holds d(input) (N, C) for non-first stages.
-  void backward(const float* d_output, float dloss_scale);
-  const float* input_grad() const;
+  void backward(const float* d_output, float dloss_scale, int slot = 0);
+  const float* input_grad(int slot = 0) const;
 
-  int64_t activation_bytes() const;  // bytes held for backward at the current (B, T)
+  int64_t activation_bytes() const;  // bytes held by all slots
 
   // FLOPs of forward + backward per token at sequence length T: 6 * (matmul params) +
   // 6 * L * T * C for causal attention (QK^T and AV, forward plus twice that backward).
@@ -125,7 +130,8 @@ class Transformer {
   void layer_forward(int i, const float* x_in, float* x_out, LayerActs& a, int B, int T);
   void layer_backward(int i, const float* x_in, const float* dx_out, float* dx_in, LayerActs& a, int B, int T);
   LayerActs& layer_acts(int i);
-  void ensure_activations(int B, int T);
+  void ensure_activations(int slot, int B, int T);
+  const Activations* slot_acts(int slot) const;
   int n_stage_layers() const { return stage_.last_layer - stage_.first_layer; }
 
   ModelConfig cfg_;
@@ -135,8 +141,8 @@ class Transformer {
   Tensor param_buf_, grad_buf_;
   std::vector<Param> params_;
   std::unique_ptr<Weights> w_, g_;
-  std::unique_ptr<Activations> acts_;
-  bool have_targets_ = false;
+  std::vector<std::unique_ptr<Activations>> slots_;
+  Activations* acts_ = nullptr;  // the slot the current forward or backward works on
 };
 
 // Learning-rate schedule: linear warmup to lr, then cosine decay to min_lr at
