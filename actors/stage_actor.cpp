@@ -1,0 +1,55 @@
+#include "actors/stage_actor.h"
+
+namespace troupe::actors {
+
+namespace {
+
+// Runs the plan as far as the inputs allow; answers the coordinator when it is done.
+void advance(stage_actor::stateful_pointer<StageState> self) {
+  auto& st = self->state;
+  if (!st.running) return;
+  if (st.exec->advance() != pipeline::StageExecutor::Progress::Done) return;
+  st.running = false;
+  StepDone d;
+  d.step = st.order.step;
+  if (st.model->stage().head) d.losses = st.exec->microbatch_losses();
+  d.grad_sum_squares = st.optim->grad_sum_squares();
+  st.done.deliver(std::move(d));
+}
+
+}  // namespace
+
+stage_actor::behavior_type stage_actor_fn(stage_actor::stateful_pointer<StageState> self, StageSpec spec) {
+  auto& st = self->state;
+  st.model = std::make_unique<model::Transformer>(spec.model, spec.range);
+  st.model->init_weights(spec.seed);
+  st.optim = std::make_unique<model::AdamW>(st.model->params(), spec.optim);
+  st.exec = std::make_unique<pipeline::StageExecutor>(*st.model, spec.links);
+  // Channel callbacks run on the peer's thread: they only post a wake-up message.
+  stage_actor me = self;
+  auto wake = [me] { caf::anon_send(me, wake_atom::value); };
+  for (auto* ch : {spec.links.act_in, spec.links.grad_in})
+    if (ch) ch->on_readable(wake);
+  for (auto* ch : {spec.links.act_out, spec.links.grad_out})
+    if (ch) ch->on_writable(wake);
+  return {
+      [self](run_step_atom, StepOrder order) -> caf::typed_response_promise<StepDone> {
+        auto& s = self->state;
+        s.order = std::move(order);
+        s.model->zero_grad();
+        s.exec->begin_step(s.order.step, s.order.plan, s.order.microbatches.get(), s.order.dloss_scale);
+        s.running = true;
+        s.done = self->make_response_promise<StepDone>();
+        auto promise = s.done;
+        advance(self);
+        return promise;
+      },
+      [self](apply_atom, int64_t step, float lr, float grad_scale) -> int64_t {
+        self->state.optim->step(lr, grad_scale);
+        return step;
+      },
+      [self](wake_atom) { advance(self); },
+  };
+}
+
+}  // namespace troupe::actors

@@ -1,0 +1,72 @@
+#pragma once
+// StageActor: a CAF actor that owns one pipeline stage — its layers (a Transformer
+// range), parameters, optimizer state and activation slots — and runs the plan the
+// coordinator sends for each step. Tensors move on in-process channels; only small
+// control messages go through the mailbox. The actor never blocks: when the next
+// instruction's input has not arrived, it returns to its mailbox and a channel callback
+// wakes it.
+//
+// Protocol per step (a few messages per stage, independent of microbatch count):
+//   coordinator -> stage: (run_step, StepOrder)      -> StepDone {losses, grad sum of squares}
+//   coordinator -> stage: (apply, step, lr, scale)   -> step   (AdamW with the global clip scale)
+
+#include <caf/all.hpp>
+
+#include <memory>
+#include <vector>
+
+#include "actors/stage_executor.h"
+#include "ops/model/optimizer.h"
+
+namespace troupe::actors {
+
+using run_step_atom = caf::atom_constant<caf::atom("runstep")>;
+using apply_atom = caf::atom_constant<caf::atom("apply")>;
+using wake_atom = caf::atom_constant<caf::atom("wake")>;
+
+struct StepOrder {
+  int64_t step = 0;
+  std::shared_ptr<const std::vector<pipeline::Microbatch>> microbatches;  // shared, read-only
+  pipeline::StagePlan plan;
+  float dloss_scale = 1;
+};
+
+struct StepDone {
+  int64_t step = 0;
+  std::vector<float> losses;  // last stage: per microbatch; others: empty
+  double grad_sum_squares = 0;
+};
+
+}  // namespace troupe::actors
+
+// Local-only messages (they carry pointers): never serialized, so CAF may skip inspection.
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::StepOrder)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::StepDone)
+
+namespace troupe::actors {
+
+using stage_actor = caf::typed_actor<caf::replies_to<run_step_atom, StepOrder>::with<StepDone>,
+                                     caf::replies_to<apply_atom, int64_t, float, float>::with<int64_t>,
+                                     caf::reacts_to<wake_atom>>;
+
+struct StageSpec {
+  model::ModelConfig model;
+  model::StageRange range;
+  model::OptimConfig optim;
+  uint64_t seed = 0;
+  pipeline::StageLinks links;
+};
+
+struct StageState {
+  std::unique_ptr<model::Transformer> model;
+  std::unique_ptr<model::AdamW> optim;
+  std::unique_ptr<pipeline::StageExecutor> exec;
+  StepOrder order;
+  caf::typed_response_promise<StepDone> done;
+  bool running = false;
+  static inline const char* name = "stage";
+};
+
+stage_actor::behavior_type stage_actor_fn(stage_actor::stateful_pointer<StageState> self, StageSpec spec);
+
+}  // namespace troupe::actors
