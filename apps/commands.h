@@ -7,7 +7,8 @@ namespace troupe::app {
 
 int cmd_version(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
-int cmd_data(int argc, char** argv);      // apps/data.cpp: prepare corpora and token files
+int cmd_data(int argc, char** argv);
+int cmd_run(int argc, char** argv);       // apps/run.cpp: run a job file in this process      // apps/data.cpp: prepare corpora and token files
 #ifdef TROUPE_HAVE_CUDA
 std::string cuda_backend_summary();
 #endif

@@ -1,0 +1,157 @@
+#include "actors/coordinator.h"
+
+#include <chrono>
+#include <cmath>
+
+#include <nlohmann/json.hpp>
+
+namespace troupe::actors {
+
+Coordinator::Coordinator(caf::actor_system& sys, JobConfig job) : sys_(sys), job_(std::move(job)) {}
+
+Coordinator::~Coordinator() {
+  for (auto& ch : channels_) {  // no callbacks into actors that are going away
+    ch->on_readable(nullptr);
+    ch->on_writable(nullptr);
+    ch->close();
+  }
+  for (auto& a : stages_) caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  caf::scoped_actor self{sys_};
+  self->wait_for(stages_);
+}
+
+Expected<void> Coordinator::start() {
+  const auto& j = job_;
+  if (j.parallel.dp != 1)
+    return make_error(j.source + ": parallel.dp: data-parallel replicas are not built yet (only dp = 1 runs)");
+  if (j.parallel.schedule == "interleaved")
+    return make_error(j.source + ": parallel.schedule: the interleaved schedule is not executed by stages yet");
+  if (j.model.arch == "gpt2" && j.parallel.pp > 1)
+    return make_error(j.source + ": model.arch: GPT-2's tied embeddings across pipeline stages are not "
+                                 "synchronized yet; use arch = \"llama\" (untied) with pp > 1");
+  auto file = data::TokenFile::open(j.data.tokens);
+  if (!file) return make_error(file.error().message + " (data.tokens; run scripts/setup.sh)");
+  int vocab = j.model.vocab_size ? j.model.vocab_size : int(file->vocab_size());
+  if (uint32_t(vocab) < file->vocab_size())
+    return make_error(strformat("%s: model.vocab_size: %d is smaller than the token file's %u", j.source.c_str(),
+                                vocab, file->vocab_size()));
+  int kv = j.model.n_kv_head ? j.model.n_kv_head : j.model.n_head;
+  int ff = j.model.d_ff ? j.model.d_ff : 4 * j.model.d_model;
+  model_cfg_ = j.model.arch == "gpt2"
+                   ? model::ModelConfig::gpt2(j.model.n_layer, j.model.n_head, j.model.d_model, vocab, j.model.max_seq_len)
+                   : model::ModelConfig::llama(j.model.n_layer, j.model.n_head, kv, j.model.d_model, ff, vocab,
+                                               j.model.max_seq_len);
+  model_cfg_.norm_eps = float(j.model.norm_eps);
+  model_cfg_.rope_theta = float(j.model.rope_theta);
+  if (auto ok = model_cfg_.validate(); !ok) return make_error(j.source + ": model." + ok.error().message);
+
+  const int p = j.parallel.pp, m = j.parallel.microbatches;
+  dataset_ = std::make_unique<data::TokenDataset>(std::move(*file), j.data.val_fraction);
+  train_ = std::make_unique<data::BatchSampler>(*dataset_, data::Split::Train, j.data.batch_size / m, j.data.seq_len,
+                                                uint64_t(j.data.seed));
+  auto sched = pipeline::make_schedule(j.parallel.schedule, p, m, 1);
+  if (!sched) return sched.error();
+  schedule_ = std::move(*sched);
+
+  model::OptimConfig oc;
+  oc.lr = float(j.optimizer.lr);
+  oc.min_lr = float(j.optimizer.min_lr);
+  oc.warmup_steps = j.optimizer.warmup_steps;
+  oc.total_steps = j.train.steps;
+  oc.beta1 = float(j.optimizer.beta1);
+  oc.beta2 = float(j.optimizer.beta2);
+  oc.eps = float(j.optimizer.eps);
+  oc.weight_decay = float(j.optimizer.weight_decay);
+  oc.grad_clip = float(j.optimizer.grad_clip);
+
+  // Layers split as evenly as possible, earlier stages taking the remainder.
+  std::vector<int> cut{0};
+  for (int s = 0; s < p; s++) cut.push_back(cut.back() + model_cfg_.n_layer / p + (s < model_cfg_.n_layer % p));
+  std::vector<transport::InprocChannel*> act(size_t(p), nullptr), grad(size_t(p), nullptr);
+  for (int s = 0; s + 1 < p; s++) {
+    // Slots bound the microbatches in flight between two stages (1F1B needs at most p).
+    channels_.push_back(std::make_unique<transport::InprocChannel>(strformat("stage%d->stage%d", s, s + 1), p));
+    act[size_t(s)] = channels_.back().get();
+    channels_.push_back(std::make_unique<transport::InprocChannel>(strformat("stage%d<-stage%d", s, s + 1), p));
+    grad[size_t(s)] = channels_.back().get();
+    edges_.push_back({strformat("stage%d", s), strformat("stage%d", s + 1), "activations", p});
+    edges_.push_back({strformat("stage%d", s + 1), strformat("stage%d", s), "gradients", p});
+  }
+  for (int s = 0; s < p; s++) {
+    StageSpec spec{model_cfg_, model::StageRange{cut[size_t(s)], cut[size_t(s) + 1], s == 0, s == p - 1}, oc,
+                   uint64_t(j.data.seed), {}};
+    if (s > 0) spec.links.act_in = act[size_t(s - 1)], spec.links.grad_out = grad[size_t(s - 1)];
+    if (s + 1 < p) spec.links.act_out = act[size_t(s)], spec.links.grad_in = grad[size_t(s)];
+    stages_.push_back(sys_.spawn(stage_actor_fn, spec));
+    nodes_.push_back({strformat("stage%d", s), "stage", "cpu", cut[size_t(s)], cut[size_t(s) + 1]});
+  }
+  return {};
+}
+
+StepMetrics Coordinator::run_step(int64_t step) {
+  auto t0 = std::chrono::steady_clock::now();
+  const int m = job_.parallel.microbatches;
+  auto mbs = std::make_shared<std::vector<pipeline::Microbatch>>();
+  for (int k = 0; k < m; k++) {
+    pipeline::Microbatch mb{train_->B(), train_->T(), {}, {}};
+    train_->batch(step * m + k, mb.tokens, mb.targets);
+    mbs->push_back(std::move(mb));
+  }
+  const float scale = 1.0f / float(int64_t(m) * train_->B() * train_->T());
+  caf::scoped_actor self{sys_};
+  using handle_t = decltype(self->request(stages_[0], caf::infinite, run_step_atom::value, StepOrder{}));
+  std::vector<handle_t> pending;
+  std::shared_ptr<const std::vector<pipeline::Microbatch>> shared = mbs;
+  for (size_t s = 0; s < stages_.size(); s++)
+    pending.push_back(self->request(stages_[s], caf::infinite, run_step_atom::value,
+                                    StepOrder{step, shared, schedule_.plans[s], scale}));
+  double sq = 0;
+  std::vector<float> losses;
+  for (auto& h : pending)
+    h.receive(
+        [&](StepDone& d) {
+          sq += d.grad_sum_squares;  // in stage order: deterministic
+          if (!d.losses.empty()) losses = d.losses;
+        },
+        [&](caf::error& e) { throw std::runtime_error("stage failed: " + sys_.render(e)); });
+  StepMetrics mt;
+  mt.step = step;
+  mt.grad_norm = std::sqrt(sq);
+  float lr = model::lr_schedule(int(step), float(job_.optimizer.lr), float(job_.optimizer.min_lr),
+                                job_.optimizer.warmup_steps, job_.train.steps);
+  float clip = job_.optimizer.grad_clip > 0 && mt.grad_norm > 0
+                   ? std::min(1.0f, float(job_.optimizer.grad_clip / (mt.grad_norm + 1e-6)))
+                   : 1.0f;
+  std::vector<decltype(self->request(stages_[0], caf::infinite, apply_atom::value, int64_t{}, 0.0f, 0.0f))> applied;
+  for (auto& a : stages_) applied.push_back(self->request(a, caf::infinite, apply_atom::value, step, lr, clip));
+  for (auto& h : applied)
+    h.receive([](int64_t) {}, [&](caf::error& e) { throw std::runtime_error("stage failed: " + sys_.render(e)); });
+  double sum = 0;
+  for (float l : losses) sum += l;
+  mt.loss = losses.empty() ? NAN : sum / double(losses.size());
+  mt.lr = lr;
+  mt.step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  mt.tokens_per_second = double(m) * train_->B() * train_->T() / mt.step_seconds;
+  return mt;
+}
+
+std::string Coordinator::graph_json() const {
+  nlohmann::json j = {{"nodes", nlohmann::json::array()}, {"edges", nlohmann::json::array()}};
+  for (auto& n : nodes_)
+    j["nodes"].push_back({{"name", n.name}, {"role", n.role}, {"device", n.device}, {"layers", {n.first_layer, n.last_layer}}});
+  for (auto& e : edges_) j["edges"].push_back({{"from", e.from}, {"to", e.to}, {"kind", e.kind}, {"slots", e.slots}});
+  return j.dump(2);
+}
+
+std::string Coordinator::graph_dot() const {
+  std::string s = "digraph troupe {\n  rankdir=LR;\n";
+  for (auto& n : nodes_)
+    s += strformat("  \"%s\" [shape=box, label=\"%s\\n%s, layers [%d, %d)\"];\n", n.name.c_str(), n.name.c_str(),
+                   n.device.c_str(), n.first_layer, n.last_layer);
+  for (auto& e : edges_)
+    s += strformat("  \"%s\" -> \"%s\" [label=\"%s (%d slots)\"%s];\n", e.from.c_str(), e.to.c_str(), e.kind.c_str(),
+                   e.slots, e.kind == "gradients" ? ", style=dashed" : "");
+  return s + "}\n";
+}
+
+}  // namespace troupe::actors

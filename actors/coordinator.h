@@ -1,0 +1,64 @@
+#pragma once
+// Coordinator: turns a job (core/job.h) into a graph of stage actors joined by bounded
+// in-process channels, compiles the schedule into per-stage plans, and drives steps:
+// each step is a run_step to every stage (plans, not operations), then an apply with
+// the global gradient-clip scale. Data parallelism, checkpoints, supervision and fault
+// injection attach here next (actor-runtime issue); this is the pipeline core.
+
+#include <caf/all.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "actors/stage_actor.h"
+#include "core/data.h"
+#include "core/job.h"
+
+namespace troupe::actors {
+
+struct StepMetrics {
+  int64_t step = 0;
+  double loss = 0;       // mean over the step's microbatches
+  double lr = 0;
+  double grad_norm = 0;  // before clipping
+  double step_seconds = 0;
+  double tokens_per_second = 0;
+};
+
+struct GraphNode {
+  std::string name, role, device;
+  int first_layer = 0, last_layer = 0;
+};
+struct GraphEdge {
+  std::string from, to, kind;  // kind: activations | gradients
+  int slots = 0;
+};
+
+class Coordinator {
+ public:
+  Coordinator(caf::actor_system& sys, JobConfig job);
+  ~Coordinator();
+  // Opens the data, spawns the stages and wires their channels.
+  Expected<void> start();
+  StepMetrics run_step(int64_t step);
+  const std::vector<GraphNode>& nodes() const { return nodes_; }
+  const std::vector<GraphEdge>& edges() const { return edges_; }
+  std::string graph_json() const;
+  std::string graph_dot() const;
+  const model::ModelConfig& model_config() const { return model_cfg_; }
+
+ private:
+  caf::actor_system& sys_;
+  JobConfig job_;
+  model::ModelConfig model_cfg_;
+  std::unique_ptr<data::TokenDataset> dataset_;
+  std::unique_ptr<data::BatchSampler> train_;
+  std::vector<std::unique_ptr<transport::InprocChannel>> channels_;
+  std::vector<stage_actor> stages_;
+  pipeline::Schedule schedule_;
+  std::vector<GraphNode> nodes_;
+  std::vector<GraphEdge> edges_;
+};
+
+}  // namespace troupe::actors

@@ -1,0 +1,109 @@
+// `troupe run JOB.toml`: runs a training job in this process (the embedded default):
+// the coordinator builds the graph of stage actors and drives the steps.
+//   troupe run JOB.toml [--set a.b=value]... [--metrics-out FILE] [--graph-out FILE(.json|.dot)]
+
+#include <unistd.h>
+
+#include <caf/all.hpp>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "actors/coordinator.h"
+#include "apps/commands.h"
+#include "ops/ops.h"
+
+namespace troupe::app {
+
+namespace {
+
+const char* kRunUsage =
+    "usage: troupe run JOB.toml [--set section.key=value]... [--metrics-out FILE] [--graph-out FILE]\n"
+    "  --set          override any job field (repeatable), e.g. --set parallel.pp=2\n"
+    "  --metrics-out  one JSON object per step (step, loss, lr, grad_norm, tokens_per_s, step_s)\n"
+    "  --graph-out    the dataflow graph of actors and channels: JSON, or Graphviz if FILE ends in .dot\n";
+
+std::string fmt_eta(double s) {
+  int t = int(s + 0.5);
+  return t >= 3600 ? strformat("%dh%02dm", t / 3600, t / 60 % 60) : strformat("%dm%02ds", t / 60, t % 60);
+}
+
+}  // namespace
+
+int cmd_run(int argc, char** argv) {
+  std::string job_path, metrics_out, graph_out;
+  std::vector<std::string> sets;
+  for (int i = 1; i < argc; i++) {
+    std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw std::runtime_error("troupe run: " + a + " needs a value\n" + kRunUsage);
+      return argv[++i];
+    };
+    if (a == "--help" || a == "-h") {
+      std::fputs(kRunUsage, stdout);
+      return 0;
+    } else if (a == "--set") {
+      sets.push_back(value());
+    } else if (a == "--metrics-out") {
+      metrics_out = value();
+    } else if (a == "--graph-out") {
+      graph_out = value();
+    } else if (!a.empty() && a[0] == '-') {
+      throw std::runtime_error("troupe run: unknown option " + a + "\n" + kRunUsage);
+    } else if (job_path.empty()) {
+      job_path = a;
+    } else {
+      throw std::runtime_error("troupe run: one job file only ('" + a + "' is a second)\n" + kRunUsage);
+    }
+  }
+  if (job_path.empty()) throw std::runtime_error(std::string("troupe run: no job file\n") + kRunUsage);
+  auto job = JobConfig::load(job_path);
+  if (!job) throw std::runtime_error(job.error().message);
+  for (auto& s : sets)
+    if (auto ok = job->set(s); !ok) throw std::runtime_error(ok.error().message);
+  ops::set_num_threads(job->train.threads);
+
+  caf::actor_system_config cfg;
+  caf::actor_system sys{cfg};
+  actors::Coordinator coord(sys, *job);
+  if (auto ok = coord.start(); !ok) throw std::runtime_error(ok.error().message);
+  std::printf("troupe run %s: %s; pp=%d dp=%d, %d microbatches (%s), batch %d x %d tokens, %d steps\n",
+              job_path.c_str(), coord.model_config().str().c_str(), job->parallel.pp, job->parallel.dp,
+              job->parallel.microbatches, job->parallel.schedule.c_str(), job->data.batch_size, job->data.seq_len,
+              job->train.steps);
+  if (!graph_out.empty()) {
+    bool dot = graph_out.size() > 4 && graph_out.compare(graph_out.size() - 4, 4, ".dot") == 0;
+    std::ofstream(graph_out) << (dot ? coord.graph_dot() : coord.graph_json());
+  }
+  std::FILE* metrics = nullptr;
+  if (!metrics_out.empty() && !(metrics = std::fopen(metrics_out.c_str(), "w")))
+    throw std::runtime_error("troupe run: --metrics-out " + metrics_out + ": cannot open for writing");
+  const bool tty = isatty(1);
+  auto t_start = std::chrono::steady_clock::now();
+  for (int64_t step = 0; step < job->train.steps; step++) {
+    actors::StepMetrics mt = coord.run_step(step);
+    if (metrics) {
+      nlohmann::json j = {{"step", mt.step + 1},          {"loss", mt.loss},
+                          {"lr", mt.lr},                  {"grad_norm", mt.grad_norm},
+                          {"tokens_per_s", mt.tokens_per_second}, {"step_s", mt.step_seconds},
+                          {"restarts", 0}};
+      std::fprintf(metrics, "%s\n", j.dump().c_str());
+      std::fflush(metrics);
+    }
+    double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    double eta = elapsed / double(step + 1) * double(job->train.steps - step - 1);
+    bool last = step + 1 == job->train.steps;
+    if (tty || last || step % 10 == 0)
+      std::printf("%sstep %5lld/%d  loss %.4f  lr %.2e  norm %.3f  %6.0f tok/s  ETA %s%s", tty ? "\r" : "",
+                  (long long)(step + 1), job->train.steps, mt.loss, mt.lr, mt.grad_norm, mt.tokens_per_second,
+                  fmt_eta(eta).c_str(), tty && !last ? "" : "\n");
+    std::fflush(stdout);
+  }
+  if (metrics) std::fclose(metrics);
+  return 0;
+}
+
+}  // namespace troupe::app
