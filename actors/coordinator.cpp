@@ -15,15 +15,15 @@ Coordinator::~Coordinator() {
     ch->on_writable(nullptr);
     ch->close();
   }
-  for (auto& a : stages_) caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
   caf::scoped_actor self{sys_};
-  self->wait_for(stages_);
+  for (auto& replica : stages_) {
+    for (auto& a : replica) caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+    self->wait_for(replica);
+  }
 }
 
 Expected<void> Coordinator::start() {
   const auto& j = job_;
-  if (j.parallel.dp != 1)
-    return make_error(j.source + ": parallel.dp: data-parallel replicas are not built yet (only dp = 1 runs)");
   if (j.parallel.schedule == "interleaved")
     return make_error(j.source + ": parallel.schedule: the interleaved schedule is not executed by stages yet");
   if (j.model.arch == "gpt2" && j.parallel.pp > 1)
@@ -45,10 +45,11 @@ Expected<void> Coordinator::start() {
   model_cfg_.rope_theta = float(j.model.rope_theta);
   if (auto ok = model_cfg_.validate(); !ok) return make_error(j.source + ": model." + ok.error().message);
 
-  const int p = j.parallel.pp, m = j.parallel.microbatches;
+  const int p = j.parallel.pp, m = j.parallel.microbatches, dp = j.parallel.dp;
   dataset_ = std::make_unique<data::TokenDataset>(std::move(*file), j.data.val_fraction);
-  train_ = std::make_unique<data::BatchSampler>(*dataset_, data::Split::Train, j.data.batch_size / m, j.data.seq_len,
-                                                uint64_t(j.data.seed));
+  // Each replica runs m microbatches of batch_size / (dp m) sequences per step.
+  train_ = std::make_unique<data::BatchSampler>(*dataset_, data::Split::Train, j.data.batch_size / (dp * m),
+                                                j.data.seq_len, uint64_t(j.data.seed));
   auto sched = pipeline::make_schedule(j.parallel.schedule, p, m, 1);
   if (!sched) return sched.error();
   schedule_ = std::move(*sched);
@@ -67,53 +68,72 @@ Expected<void> Coordinator::start() {
   // Layers split as evenly as possible, earlier stages taking the remainder.
   std::vector<int> cut{0};
   for (int s = 0; s < p; s++) cut.push_back(cut.back() + model_cfg_.n_layer / p + (s < model_cfg_.n_layer % p));
-  std::vector<transport::InprocChannel*> act(size_t(p), nullptr), grad(size_t(p), nullptr);
-  for (int s = 0; s + 1 < p; s++) {
-    // Slots bound the microbatches in flight between two stages (1F1B needs at most p).
-    channels_.push_back(std::make_unique<transport::InprocChannel>(strformat("stage%d->stage%d", s, s + 1), p));
-    act[size_t(s)] = channels_.back().get();
-    channels_.push_back(std::make_unique<transport::InprocChannel>(strformat("stage%d<-stage%d", s, s + 1), p));
-    grad[size_t(s)] = channels_.back().get();
-    edges_.push_back({strformat("stage%d", s), strformat("stage%d", s + 1), "activations", p});
-    edges_.push_back({strformat("stage%d", s + 1), strformat("stage%d", s), "gradients", p});
-  }
-  for (int s = 0; s < p; s++) {
-    StageSpec spec{model_cfg_, model::StageRange{cut[size_t(s)], cut[size_t(s) + 1], s == 0, s == p - 1}, oc,
-                   uint64_t(j.data.seed), {}};
-    if (s > 0) spec.links.act_in = act[size_t(s - 1)], spec.links.grad_out = grad[size_t(s - 1)];
-    if (s + 1 < p) spec.links.act_out = act[size_t(s)], spec.links.grad_in = grad[size_t(s)];
-    stages_.push_back(sys_.spawn(stage_actor_fn, spec));
-    nodes_.push_back({strformat("stage%d", s), "stage", "cpu", cut[size_t(s)], cut[size_t(s) + 1]});
+  std::vector<std::shared_ptr<transport::InprocAllReduce>> groups;
+  for (int s = 0; s < p; s++)
+    groups.push_back(std::make_shared<transport::InprocAllReduce>(strformat("stage%d.grads", s), dp));
+  auto node = [&](int r, int s) { return dp > 1 ? strformat("stage%d.replica%d", s, r) : strformat("stage%d", s); };
+  stages_.resize(size_t(dp));
+  for (int r = 0; r < dp; r++) {
+    std::vector<transport::InprocChannel*> act(size_t(p), nullptr), grad(size_t(p), nullptr);
+    for (int s = 0; s + 1 < p; s++) {
+      // Slots bound the microbatches in flight between two stages (1F1B needs at most p).
+      channels_.push_back(std::make_unique<transport::InprocChannel>(node(r, s) + "->" + node(r, s + 1), p));
+      act[size_t(s)] = channels_.back().get();
+      channels_.push_back(std::make_unique<transport::InprocChannel>(node(r, s) + "<-" + node(r, s + 1), p));
+      grad[size_t(s)] = channels_.back().get();
+      edges_.push_back({node(r, s), node(r, s + 1), "activations", p});
+      edges_.push_back({node(r, s + 1), node(r, s), "gradients", p});
+    }
+    for (int s = 0; s < p; s++) {
+      StageSpec spec{model_cfg_, model::StageRange{cut[size_t(s)], cut[size_t(s) + 1], s == 0, s == p - 1}, oc,
+                     uint64_t(j.data.seed), {}, groups[size_t(s)], r};
+      if (s > 0) spec.links.act_in = act[size_t(s - 1)], spec.links.grad_out = grad[size_t(s - 1)];
+      if (s + 1 < p) spec.links.act_out = act[size_t(s)], spec.links.grad_in = grad[size_t(s)];
+      stages_[size_t(r)].push_back(sys_.spawn(stage_actor_fn, spec));
+      nodes_.push_back({node(r, s), dp > 1 ? "replica" : "stage", "cpu", cut[size_t(s)], cut[size_t(s) + 1]});
+      if (r > 0) edges_.push_back({node(r, s), node(0, s), "all-reduce", 0});
+    }
   }
   return {};
 }
 
 StepMetrics Coordinator::run_step(int64_t step) {
   auto t0 = std::chrono::steady_clock::now();
-  const int m = job_.parallel.microbatches;
-  auto mbs = std::make_shared<std::vector<pipeline::Microbatch>>();
-  for (int k = 0; k < m; k++) {
-    pipeline::Microbatch mb{train_->B(), train_->T(), {}, {}};
-    train_->batch(step * m + k, mb.tokens, mb.targets);
-    mbs->push_back(std::move(mb));
+  const int m = job_.parallel.microbatches, dp = job_.parallel.dp;
+  // Replica r takes microbatches [r m, (r + 1) m) of the step's dp m: the same data in
+  // the same order whatever the layout.
+  std::vector<std::shared_ptr<const std::vector<pipeline::Microbatch>>> data;
+  for (int r = 0; r < dp; r++) {
+    auto mbs = std::make_shared<std::vector<pipeline::Microbatch>>();
+    for (int k = 0; k < m; k++) {
+      pipeline::Microbatch mb{train_->B(), train_->T(), {}, {}};
+      train_->batch((step * dp + r) * m + k, mb.tokens, mb.targets);
+      mbs->push_back(std::move(mb));
+    }
+    data.push_back(std::move(mbs));
   }
-  const float scale = 1.0f / float(int64_t(m) * train_->B() * train_->T());
+  const int64_t tokens = int64_t(dp) * m * train_->B() * train_->T();
+  const float scale = 1.0f / float(tokens);
   caf::scoped_actor self{sys_};
-  using handle_t = decltype(self->request(stages_[0], caf::infinite, run_step_atom::value, StepOrder{}));
+  using handle_t = decltype(self->request(stages_[0][0], caf::infinite, run_step_atom::value, StepOrder{}));
   std::vector<handle_t> pending;
-  std::shared_ptr<const std::vector<pipeline::Microbatch>> shared = mbs;
-  for (size_t s = 0; s < stages_.size(); s++)
-    pending.push_back(self->request(stages_[s], caf::infinite, run_step_atom::value,
-                                    StepOrder{step, shared, schedule_.plans[s], scale}));
+  for (int r = 0; r < dp; r++)
+    for (size_t s = 0; s < stages_[size_t(r)].size(); s++)
+      pending.push_back(self->request(stages_[size_t(r)][s], caf::infinite, run_step_atom::value,
+                                      StepOrder{step, data[size_t(r)], schedule_.plans[s], scale}));
   double sq = 0;
   std::vector<float> losses;
-  for (auto& h : pending)
+  size_t k = 0;
+  for (auto& h : pending) {
+    bool replica0 = k++ < stages_[0].size();
     h.receive(
         [&](StepDone& d) {
-          sq += d.grad_sum_squares;  // in stage order: deterministic
-          if (!d.losses.empty()) losses = d.losses;
+          // After the all-reduce every replica holds the same gradients: count one.
+          if (replica0) sq += d.grad_sum_squares;  // in stage order: deterministic
+          losses.insert(losses.end(), d.losses.begin(), d.losses.end());  // replica order
         },
         [&](caf::error& e) { throw std::runtime_error("stage failed: " + sys_.render(e)); });
+  }
   StepMetrics mt;
   mt.step = step;
   mt.grad_norm = std::sqrt(sq);
@@ -122,8 +142,10 @@ StepMetrics Coordinator::run_step(int64_t step) {
   float clip = job_.optimizer.grad_clip > 0 && mt.grad_norm > 0
                    ? std::min(1.0f, float(job_.optimizer.grad_clip / (mt.grad_norm + 1e-6)))
                    : 1.0f;
-  std::vector<decltype(self->request(stages_[0], caf::infinite, apply_atom::value, int64_t{}, 0.0f, 0.0f))> applied;
-  for (auto& a : stages_) applied.push_back(self->request(a, caf::infinite, apply_atom::value, step, lr, clip));
+  std::vector<decltype(self->request(stages_[0][0], caf::infinite, apply_atom::value, int64_t{}, 0.0f, 0.0f))>
+      applied;
+  for (auto& replica : stages_)
+    for (auto& a : replica) applied.push_back(self->request(a, caf::infinite, apply_atom::value, step, lr, clip));
   for (auto& h : applied)
     h.receive([](int64_t) {}, [&](caf::error& e) { throw std::runtime_error("stage failed: " + sys_.render(e)); });
   double sum = 0;
@@ -131,7 +153,7 @@ StepMetrics Coordinator::run_step(int64_t step) {
   mt.loss = losses.empty() ? NAN : sum / double(losses.size());
   mt.lr = lr;
   mt.step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  mt.tokens_per_second = double(m) * train_->B() * train_->T() / mt.step_seconds;
+  mt.tokens_per_second = double(tokens) / mt.step_seconds;
   return mt;
 }
 
@@ -148,9 +170,11 @@ std::string Coordinator::graph_dot() const {
   for (auto& n : nodes_)
     s += strformat("  \"%s\" [shape=box, label=\"%s\\n%s, layers [%d, %d)\"];\n", n.name.c_str(), n.name.c_str(),
                    n.device.c_str(), n.first_layer, n.last_layer);
-  for (auto& e : edges_)
-    s += strformat("  \"%s\" -> \"%s\" [label=\"%s (%d slots)\"%s];\n", e.from.c_str(), e.to.c_str(), e.kind.c_str(),
-                   e.slots, e.kind == "gradients" ? ", style=dashed" : "");
+  for (auto& e : edges_) {
+    std::string label = e.slots ? strformat("%s (%d slots)", e.kind.c_str(), e.slots) : e.kind;
+    const char* style = e.kind == "gradients" ? ", style=dashed" : e.kind == "all-reduce" ? ", style=dotted, dir=both" : "";
+    s += strformat("  \"%s\" -> \"%s\" [label=\"%s\"%s];\n", e.from.c_str(), e.to.c_str(), label.c_str(), style);
+  }
   return s + "}\n";
 }
 

@@ -1,9 +1,10 @@
 #pragma once
-// Coordinator: turns a job (core/job.h) into a graph of stage actors joined by bounded
-// in-process channels, compiles the schedule into per-stage plans, and drives steps:
-// each step is a run_step to every stage (plans, not operations), then an apply with
-// the global gradient-clip scale. Data parallelism, checkpoints, supervision and fault
-// injection attach here next (actor-runtime issue); this is the pipeline core.
+// Coordinator: turns a job (core/job.h) into a graph of stage actors — dp replicas of a
+// pp-stage pipeline, each replica's stages joined by bounded in-process channels, the
+// replicas of a stage joined by an all-reduce group — compiles the schedule into
+// per-stage plans, and drives steps: a run_step to every stage actor (plans, not
+// operations), then an apply with the global gradient-clip scale. Checkpoints,
+// supervision and fault injection attach here next (actor-runtime issue).
 
 #include <caf/all.hpp>
 
@@ -55,7 +56,7 @@ class Coordinator {
   std::unique_ptr<data::TokenDataset> dataset_;
   std::unique_ptr<data::BatchSampler> train_;
   std::vector<std::unique_ptr<transport::InprocChannel>> channels_;
-  std::vector<stage_actor> stages_;
+  std::vector<std::vector<stage_actor>> stages_;  // [replica][stage]
   pipeline::Schedule schedule_;
   std::vector<GraphNode> nodes_;
   std::vector<GraphEdge> edges_;

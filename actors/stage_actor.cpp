@@ -4,17 +4,31 @@ namespace troupe::actors {
 
 namespace {
 
-// Runs the plan as far as the inputs allow; answers the coordinator when it is done.
-void advance(stage_actor::stateful_pointer<StageState> self) {
+void finish(stage_actor::stateful_pointer<StageState> self) {
   auto& st = self->state;
-  if (!st.running) return;
-  if (st.exec->advance() != pipeline::StageExecutor::Progress::Done) return;
   st.running = false;
+  st.reducing = false;
   StepDone d;
   d.step = st.order.step;
   if (st.model->stage().head) d.losses = st.exec->microbatch_losses();
   d.grad_sum_squares = st.optim->grad_sum_squares();
   st.done.deliver(std::move(d));
+}
+
+// Runs the plan as far as the inputs allow; when it is done, all-reduces the gradients
+// across replicas (if any) and answers the coordinator.
+void advance(stage_actor::stateful_pointer<StageState> self) {
+  auto& st = self->state;
+  if (!st.running || st.reducing) return;
+  if (st.exec->advance() != pipeline::StageExecutor::Progress::Done) return;
+  if (st.dp_group && st.dp_group->ranks() > 1) {
+    st.reducing = true;
+    stage_actor me = self;
+    st.dp_group->contribute(st.dp_rank, st.model->grad_data(), st.model->num_params(),
+                            [me] { caf::anon_send(me, reduced_atom::value); });
+    return;
+  }
+  finish(self);
 }
 
 }  // namespace
@@ -25,6 +39,8 @@ stage_actor::behavior_type stage_actor_fn(stage_actor::stateful_pointer<StageSta
   st.model->init_weights(spec.seed);
   st.optim = std::make_unique<model::AdamW>(st.model->params(), spec.optim);
   st.exec = std::make_unique<pipeline::StageExecutor>(*st.model, spec.links);
+  st.dp_group = spec.dp_group;
+  st.dp_rank = spec.dp_rank;
   // Channel callbacks run on the peer's thread: they only post a wake-up message.
   stage_actor me = self;
   auto wake = [me] { caf::anon_send(me, wake_atom::value); };
@@ -49,6 +65,9 @@ stage_actor::behavior_type stage_actor_fn(stage_actor::stateful_pointer<StageSta
         return step;
       },
       [self](wake_atom) { advance(self); },
+      [self](reduced_atom) {
+        if (self->state.reducing) finish(self);
+      },
   };
 }
 

@@ -8,6 +8,7 @@
 //
 // Protocol per step (a few messages per stage, independent of microbatch count):
 //   coordinator -> stage: (run_step, StepOrder)      -> StepDone {losses, grad sum of squares}
+//     (with data parallelism the answer waits for the replicas' gradient all-reduce)
 //   coordinator -> stage: (apply, step, lr, scale)   -> step   (AdamW with the global clip scale)
 
 #include <caf/all.hpp>
@@ -17,12 +18,14 @@
 
 #include "actors/stage_executor.h"
 #include "ops/model/optimizer.h"
+#include "transport/inproc_allreduce.h"
 
 namespace troupe::actors {
 
 using run_step_atom = caf::atom_constant<caf::atom("runstep")>;
 using apply_atom = caf::atom_constant<caf::atom("apply")>;
 using wake_atom = caf::atom_constant<caf::atom("wake")>;
+using reduced_atom = caf::atom_constant<caf::atom("reduced")>;
 
 struct StepOrder {
   int64_t step = 0;
@@ -47,7 +50,7 @@ namespace troupe::actors {
 
 using stage_actor = caf::typed_actor<caf::replies_to<run_step_atom, StepOrder>::with<StepDone>,
                                      caf::replies_to<apply_atom, int64_t, float, float>::with<int64_t>,
-                                     caf::reacts_to<wake_atom>>;
+                                     caf::reacts_to<wake_atom>, caf::reacts_to<reduced_atom>>;
 
 struct StageSpec {
   model::ModelConfig model;
@@ -55,6 +58,10 @@ struct StageSpec {
   model::OptimConfig optim;
   uint64_t seed = 0;
   pipeline::StageLinks links;
+  // Data parallel: the replicas of this stage share a group; gradients are summed in
+  // replica order after the plan, before the step answers.
+  std::shared_ptr<transport::InprocAllReduce> dp_group;
+  int dp_rank = 0;
 };
 
 struct StageState {
@@ -64,6 +71,9 @@ struct StageState {
   StepOrder order;
   caf::typed_response_promise<StepDone> done;
   bool running = false;
+  bool reducing = false;
+  std::shared_ptr<transport::InprocAllReduce> dp_group;
+  int dp_rank = 0;
   static inline const char* name = "stage";
 };
 

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# `troupe run` with the example job: the same 6 steps with pp = 1, 2 and 4 (1F1B and
-# GPipe) must write identical losses to --metrics-out, to the last printed digit:
-# each stage runs the single model's kernels on the same microbatch shapes and sums
-# gradients in the same order, so the layouts are bitwise equal. Also: layouts that
-# are not built yet are refused with a message naming the field.
+# `troupe run` with the example job under several parallel layouts, 6 steps each, all
+# seeing the same microbatches in the same order:
+#   - pp = 1, 2, 4 (1F1B) and pp = 2 GPipe must write identical losses to --metrics-out,
+#     to the last printed digit: each stage runs the single model's kernels on the same
+#     microbatch shapes and sums gradients over microbatches in the same order.
+#   - dp = 2 (4 microbatches per replica) against dp = 1 (8 microbatches) must agree
+#     within 1e-6 relative, not bitwise: the replicas' gradients are summed as
+#     (replica 0's sum) + (replica 1's sum), a different association of the same terms.
+# Layouts not built yet are refused with a message naming the field.
 set -euo pipefail
 troupe=$1
 root=$2
@@ -21,8 +25,14 @@ test "$(wc -l < "$out/pp1")" -eq 6 || { echo "FAIL: expected 6 metrics lines"; e
 for f in pp2 pp4 gpipe; do
   if ! diff <(losses "$out/pp1") <(losses "$out/$f"); then echo "FAIL: $f losses differ from pp=1"; exit 1; fi
 done
-if "$troupe" run "$job" --set parallel.dp=2 --set data.batch_size=8 2>"$out/err"; then
-  echo "FAIL: dp=2 should be refused until replicas exist"; exit 1
+run --set parallel.dp=1 --set parallel.microbatches=8 --metrics-out "$out/dp1"
+run --set parallel.dp=2 --set parallel.microbatches=4 --metrics-out "$out/dp2"
+paste <(losses "$out/dp1") <(losses "$out/dp2") | awk '{
+  d = $1 - $2; if (d < 0) d = -d
+  if (d > 1e-6 * $1) { print "FAIL: dp=2 loss " $2 " vs dp=1 " $1 " at step " NR; bad = 1 }
+  if (d > worst) worst = d } END { if (bad) exit 1; print "dp=2 vs dp=1: largest loss difference " worst }'
+if "$troupe" run "$job" --set parallel.virtual_stages=2 --set parallel.schedule=interleaved 2>"$out/err"; then
+  echo "FAIL: interleaved execution should be refused until stages run model chunks"; exit 1
 fi
-grep -q "parallel.dp" "$out/err" || { echo "FAIL: error does not name parallel.dp:"; cat "$out/err"; exit 1; }
+grep -q "parallel.schedule" "$out/err" || { echo "FAIL: error does not name parallel.schedule:"; cat "$out/err"; exit 1; }
 echo "PASS: pp=1/2/4 and gpipe losses identical: $(losses "$out/pp1" | tr '\n' ' ')"
