@@ -85,7 +85,7 @@ Expected<void> Coordinator::start() {
       edges_.push_back({node(r, s + 1), node(r, s), "gradients", p});
     }
     for (int s = 0; s < p; s++) {
-      StageSpec spec{model_cfg_, model::StageRange{cut[size_t(s)], cut[size_t(s) + 1], s == 0, s == p - 1}, oc,
+      StageSpec spec{strformat("stage%d", s), model_cfg_, model::StageRange{cut[size_t(s)], cut[size_t(s) + 1], s == 0, s == p - 1}, oc,
                      uint64_t(j.data.seed), {}, groups[size_t(s)], r};
       if (s > 0) spec.links.act_in = act[size_t(s - 1)], spec.links.grad_out = grad[size_t(s - 1)];
       if (s + 1 < p) spec.links.act_out = act[size_t(s)], spec.links.grad_in = grad[size_t(s)];
@@ -95,6 +95,42 @@ Expected<void> Coordinator::start() {
     }
   }
   return {};
+}
+
+Expected<std::string> Coordinator::checkpoint(int64_t steps_done) {
+  // Replicas hold identical parameters and moments after each step: save replica 0's.
+  caf::scoped_actor self{sys_};
+  std::vector<ckpt::StageSnapshot> snaps;
+  std::string err;
+  for (auto& a : stages_[0])
+    self->request(a, caf::infinite, snapshot_atom::value)
+        .receive([&](SnapshotMsg& m) { snaps.push_back(*m.snapshot); },
+                 [&](caf::error& e) { err = sys_.render(e); });
+  if (!err.empty()) return make_error("checkpoint: " + err);
+  ckpt::Manifest mf;
+  mf.step = steps_done;
+  mf.layout = strformat("pp=%d dp=%d", job_.parallel.pp, job_.parallel.dp);
+  mf.data_seed = job_.data.seed;
+  mf.optimizer_steps = snaps.empty() ? 0 : snaps[0].optimizer_steps;
+  return ckpt::write_checkpoint(job_.checkpoint.dir, mf, snaps, job_.checkpoint.keep);
+}
+
+Expected<int64_t> Coordinator::restore_latest(std::vector<std::string>* warnings) {
+  auto loaded = ckpt::load_latest_checkpoint(job_.checkpoint.dir);
+  if (!loaded) return loaded.error();
+  if (warnings) *warnings = loaded->warnings;
+  if (loaded->manifest.data_seed != job_.data.seed)
+    return make_error(strformat("%s: written with data.seed %lld, the job has %lld", loaded->path.c_str(),
+                                (long long)loaded->manifest.data_seed, (long long)job_.data.seed));
+  auto tensors = std::make_shared<const std::map<std::string, Tensor>>(std::move(loaded->tensors));
+  caf::scoped_actor self{sys_};
+  std::string err;
+  for (auto& replica : stages_)
+    for (auto& a : replica)
+      self->request(a, caf::infinite, restore_atom::value, RestoreMsg{tensors, loaded->manifest.optimizer_steps})
+          .receive([](bool) {}, [&](caf::error& e) { err = sys_.render(e); });
+  if (!err.empty()) return make_error(loaded->path + ": " + err);
+  return loaded->manifest.step;
 }
 
 StepMetrics Coordinator::run_step(int64_t step) {

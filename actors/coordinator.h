@@ -43,6 +43,11 @@ class Coordinator {
   // Opens the data, spawns the stages and wires their channels.
   Expected<void> start();
   StepMetrics run_step(int64_t step);
+  // Writes checkpoint.dir/step-N (N = steps completed); returns its path.
+  Expected<std::string> checkpoint(int64_t steps_done);
+  // Loads the newest good checkpoint into every stage (any pp/dp layout); returns the
+  // step to resume at. Damaged newer checkpoints are skipped with a warning naming the file.
+  Expected<int64_t> restore_latest(std::vector<std::string>* warnings);
   const std::vector<GraphNode>& nodes() const { return nodes_; }
   const std::vector<GraphEdge>& edges() const { return edges_; }
   std::string graph_json() const;

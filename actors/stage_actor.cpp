@@ -35,6 +35,7 @@ void advance(stage_actor::stateful_pointer<StageState> self) {
 
 stage_actor::behavior_type stage_actor_fn(stage_actor::stateful_pointer<StageState> self, StageSpec spec) {
   auto& st = self->state;
+  st.stage_name = spec.name;
   st.model = std::make_unique<model::Transformer>(spec.model, spec.range);
   st.model->init_weights(spec.seed);
   st.optim = std::make_unique<model::AdamW>(st.model->params(), spec.optim);
@@ -63,6 +64,16 @@ stage_actor::behavior_type stage_actor_fn(stage_actor::stateful_pointer<StageSta
       [self](apply_atom, int64_t step, float lr, float grad_scale) -> int64_t {
         self->state.optim->step(lr, grad_scale);
         return step;
+      },
+      [self](snapshot_atom) -> SnapshotMsg {
+        auto& s = self->state;
+        return {std::make_shared<const ckpt::StageSnapshot>(ckpt::snapshot_stage(s.stage_name, *s.model, *s.optim))};
+      },
+      [self](restore_atom, RestoreMsg msg) -> caf::result<bool> {
+        auto& s = self->state;
+        auto ok = ckpt::restore_stage(*s.model, *s.optim, *msg.tensors, msg.optimizer_steps);
+        if (!ok) return caf::make_error(caf::sec::invalid_argument, s.stage_name + ": " + ok.error().message);
+        return true;
       },
       [self](wake_atom) { advance(self); },
       [self](reduced_atom) {

@@ -10,12 +10,16 @@
 //   coordinator -> stage: (run_step, StepOrder)      -> StepDone {losses, grad sum of squares}
 //     (with data parallelism the answer waits for the replicas' gradient all-reduce)
 //   coordinator -> stage: (apply, step, lr, scale)   -> step   (AdamW with the global clip scale)
+// and, between steps: (snapshot) -> a host copy of parameters and moments; (restore, ...).
 
 #include <caf/all.hpp>
 
+#include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
+#include "actors/checkpoint.h"
 #include "actors/stage_executor.h"
 #include "ops/model/optimizer.h"
 #include "transport/inproc_allreduce.h"
@@ -26,12 +30,22 @@ using run_step_atom = caf::atom_constant<caf::atom("runstep")>;
 using apply_atom = caf::atom_constant<caf::atom("apply")>;
 using wake_atom = caf::atom_constant<caf::atom("wake")>;
 using reduced_atom = caf::atom_constant<caf::atom("reduced")>;
+using snapshot_atom = caf::atom_constant<caf::atom("snapshot")>;
+using restore_atom = caf::atom_constant<caf::atom("restore")>;
 
 struct StepOrder {
   int64_t step = 0;
   std::shared_ptr<const std::vector<pipeline::Microbatch>> microbatches;  // shared, read-only
   pipeline::StagePlan plan;
   float dloss_scale = 1;
+};
+
+struct SnapshotMsg {
+  std::shared_ptr<const ckpt::StageSnapshot> snapshot;
+};
+struct RestoreMsg {
+  std::shared_ptr<const std::map<std::string, Tensor>> tensors;  // all shards, by name
+  int optimizer_steps = 0;
 };
 
 struct StepDone {
@@ -45,14 +59,19 @@ struct StepDone {
 // Local-only messages (they carry pointers): never serialized, so CAF may skip inspection.
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::StepOrder)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::StepDone)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::SnapshotMsg)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::RestoreMsg)
 
 namespace troupe::actors {
 
 using stage_actor = caf::typed_actor<caf::replies_to<run_step_atom, StepOrder>::with<StepDone>,
                                      caf::replies_to<apply_atom, int64_t, float, float>::with<int64_t>,
+                                     caf::replies_to<snapshot_atom>::with<SnapshotMsg>,
+                                     caf::replies_to<restore_atom, RestoreMsg>::with<bool>,
                                      caf::reacts_to<wake_atom>, caf::reacts_to<reduced_atom>>;
 
 struct StageSpec {
+  std::string name;  // "stage0", also the checkpoint shard's name
   model::ModelConfig model;
   model::StageRange range;
   model::OptimConfig optim;
@@ -65,6 +84,7 @@ struct StageSpec {
 };
 
 struct StageState {
+  std::string stage_name;
   std::unique_ptr<model::Transformer> model;
   std::unique_ptr<model::AdamW> optim;
   std::unique_ptr<pipeline::StageExecutor> exec;

@@ -21,10 +21,12 @@ namespace troupe::app {
 namespace {
 
 const char* kRunUsage =
-    "usage: troupe run JOB.toml [--set section.key=value]... [--metrics-out FILE] [--graph-out FILE]\n"
+    "usage: troupe run JOB.toml [--set section.key=value]... [--metrics-out FILE] [--graph-out FILE] [--resume]\n"
     "  --set          override any job field (repeatable), e.g. --set parallel.pp=2\n"
     "  --metrics-out  one JSON object per step (step, loss, lr, grad_norm, tokens_per_s, step_s)\n"
-    "  --graph-out    the dataflow graph of actors and channels: JSON, or Graphviz if FILE ends in .dot\n";
+    "  --graph-out    the dataflow graph of actors and channels: JSON, or Graphviz if FILE ends in .dot\n"
+    "  --resume       continue from the newest good checkpoint in checkpoint.dir (any pp/dp layout)\n"
+    "Checkpoints are written every checkpoint.disk_every steps (0: never), keeping checkpoint.keep.\n";
 
 std::string fmt_eta(double s) {
   int t = int(s + 0.5);
@@ -35,6 +37,7 @@ std::string fmt_eta(double s) {
 
 int cmd_run(int argc, char** argv) {
   std::string job_path, metrics_out, graph_out;
+  bool resume = false;
   std::vector<std::string> sets;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
@@ -51,6 +54,8 @@ int cmd_run(int argc, char** argv) {
       metrics_out = value();
     } else if (a == "--graph-out") {
       graph_out = value();
+    } else if (a == "--resume") {
+      resume = true;
     } else if (!a.empty() && a[0] == '-') {
       throw std::runtime_error("troupe run: unknown option " + a + "\n" + kRunUsage);
     } else if (job_path.empty()) {
@@ -78,12 +83,22 @@ int cmd_run(int argc, char** argv) {
     bool dot = graph_out.size() > 4 && graph_out.compare(graph_out.size() - 4, 4, ".dot") == 0;
     std::ofstream(graph_out) << (dot ? coord.graph_dot() : coord.graph_json());
   }
+  int64_t first = 0;
+  if (resume) {
+    std::vector<std::string> warnings;
+    auto at = coord.restore_latest(&warnings);
+    for (auto& w : warnings) std::fprintf(stderr, "troupe run: warning: %s\n", w.c_str());
+    if (!at) throw std::runtime_error(at.error().message);
+    first = *at;
+    std::printf("resumed from %s at step %lld\n", job->checkpoint.dir.c_str(), (long long)first);
+  }
   std::FILE* metrics = nullptr;
-  if (!metrics_out.empty() && !(metrics = std::fopen(metrics_out.c_str(), "w")))
+  // A resumed run appends to the metrics of the run it continues.
+  if (!metrics_out.empty() && !(metrics = std::fopen(metrics_out.c_str(), resume ? "a" : "w")))
     throw std::runtime_error("troupe run: --metrics-out " + metrics_out + ": cannot open for writing");
   const bool tty = isatty(1);
   auto t_start = std::chrono::steady_clock::now();
-  for (int64_t step = 0; step < job->train.steps; step++) {
+  for (int64_t step = first; step < job->train.steps; step++) {
     actors::StepMetrics mt = coord.run_step(step);
     if (metrics) {
       nlohmann::json j = {{"step", mt.step + 1},          {"loss", mt.loss},
@@ -94,13 +109,18 @@ int cmd_run(int argc, char** argv) {
       std::fflush(metrics);
     }
     double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-    double eta = elapsed / double(step + 1) * double(job->train.steps - step - 1);
+    double eta = elapsed / double(step + 1 - first) * double(job->train.steps - step - 1);
     bool last = step + 1 == job->train.steps;
     if (tty || last || step % 10 == 0)
       std::printf("%sstep %5lld/%d  loss %.4f  lr %.2e  norm %.3f  %6.0f tok/s  ETA %s%s", tty ? "\r" : "",
                   (long long)(step + 1), job->train.steps, mt.loss, mt.lr, mt.grad_norm, mt.tokens_per_second,
                   fmt_eta(eta).c_str(), tty && !last ? "" : "\n");
     std::fflush(stdout);
+    if (job->checkpoint.disk_every > 0 && (step + 1) % job->checkpoint.disk_every == 0) {
+      auto path = coord.checkpoint(step + 1);
+      if (!path) throw std::runtime_error(path.error().message);
+      if (!tty || last) std::printf("checkpoint %s\n", path->c_str());
+    }
   }
   if (metrics) std::fclose(metrics);
   return 0;
