@@ -14,6 +14,7 @@
 
 #include "actors/coordinator.h"
 #include "apps/commands.h"
+#include "core/progress.h"
 #include "ops/ops.h"
 
 namespace troupe::app {
@@ -27,11 +28,6 @@ const char* kRunUsage =
     "  --graph-out    the dataflow graph of actors and channels: JSON, or Graphviz if FILE ends in .dot\n"
     "  --resume       continue from the newest good checkpoint in checkpoint.dir (any pp/dp layout)\n"
     "Checkpoints are written every checkpoint.disk_every steps (0: never), keeping checkpoint.keep.\n";
-
-std::string fmt_eta(double s) {
-  int t = int(s + 0.5);
-  return t >= 3600 ? strformat("%dh%02dm", t / 3600, t / 60 % 60) : strformat("%dm%02ds", t / 60, t % 60);
-}
 
 }  // namespace
 
@@ -114,7 +110,7 @@ int cmd_run(int argc, char** argv) {
     if (tty || last || step % 10 == 0)
       std::printf("%sstep %5lld/%d  loss %.4f  lr %.2e  norm %.3f  %6.0f tok/s  ETA %s%s", tty ? "\r" : "",
                   (long long)(step + 1), job->train.steps, mt.loss, mt.lr, mt.grad_norm, mt.tokens_per_second,
-                  fmt_eta(eta).c_str(), tty && !last ? "" : "\n");
+                  format_eta(eta).c_str(), tty && !last ? "" : "\n");
     std::fflush(stdout);
     if (job->checkpoint.disk_every > 0 && (step + 1) % job->checkpoint.disk_every == 0) {
       auto path = coord.checkpoint(step + 1);

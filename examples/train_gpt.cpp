@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "core/data.h"
+#include "core/progress.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
 #include "core/tokenizer.h"
@@ -101,11 +102,6 @@ Args parse(int argc, char** argv) {
     else usage_error("unknown option " + k);
   }
   return a;
-}
-
-std::string fmt_eta(double s) {
-  int t = int(s + 0.5);
-  return t >= 3600 ? strformat("%dh%02dm", t / 3600, t / 60 % 60) : strformat("%dm%02ds", t / 60, t % 60);
 }
 
 // Mean loss over the first n validation batches (evaluation mode: no gradients kept).
@@ -210,7 +206,7 @@ int main(int argc, char** argv) {
     bool val_now = (step + 1) % a.val_every == 0 || step + 1 == a.steps;
     if (tty || val_now || step % 10 == 0) {
       std::printf("%sstep %5d/%d  loss %.4f  lr %.2e  norm %.3f  %6.0f tok/s  ETA %s%s", tty ? "\r" : "", step + 1,
-                  a.steps, loss, lr, norm, ema_tok_s, fmt_eta(eta).c_str(), tty && !val_now ? "" : "\n");
+                  a.steps, loss, lr, norm, ema_tok_s, format_eta(eta).c_str(), tty && !val_now ? "" : "\n");
       std::fflush(stdout);
     }
     if (val_now) {
