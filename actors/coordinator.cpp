@@ -1,6 +1,7 @@
 #include "actors/coordinator.h"
 
 #include <chrono>
+#include <climits>
 #include <cmath>
 
 #include <nlohmann/json.hpp>
@@ -159,18 +160,37 @@ StepMetrics Coordinator::run_step(int64_t step) {
                                       StepOrder{step, data[size_t(r)], schedule_.plans[s], scale}));
   double sq = 0;
   std::vector<float> losses;
+  int64_t first_ns = INT64_MAX, last_ns = INT64_MIN, busy_ns = 0;
   size_t k = 0;
   for (auto& h : pending) {
-    bool replica0 = k++ < stages_[0].size();
+    size_t actor = k++;
+    bool replica0 = actor < stages_[0].size();
     h.receive(
         [&](StepDone& d) {
           // After the all-reduce every replica holds the same gradients: count one.
           if (replica0) sq += d.grad_sum_squares;  // in stage order: deterministic
           losses.insert(losses.end(), d.losses.begin(), d.losses.end());  // replica order
+          for (auto& sp : d.spans) {
+            first_ns = std::min(first_ns, sp.start_ns);
+            last_ns = std::max(last_ns, sp.end_ns);
+            busy_ns += sp.end_ns - sp.start_ns;
+            if (tracing_) {
+              if (trace_epoch_ns_ < 0) trace_epoch_ns_ = sp.start_ns;
+              trace_events_.push_back(nlohmann::json{
+                  {"name", strformat("%c%d", sp.op == pipeline::Op::Forward ? 'F' : 'B', sp.microbatch)},
+                  {"cat", sp.op == pipeline::Op::Forward ? "forward" : "backward"},
+                  {"ph", "X"}, {"pid", 1}, {"tid", actor},
+                  {"ts", double(sp.start_ns - trace_epoch_ns_) / 1e3},
+                  {"dur", double(sp.end_ns - sp.start_ns) / 1e3},
+                  {"args", {{"step", step}}}}.dump());
+            }
+          }
         },
         [&](caf::error& e) { throw std::runtime_error("stage failed: " + sys_.render(e)); });
   }
   StepMetrics mt;
+  if (last_ns > first_ns)
+    mt.bubble_fraction = 1.0 - double(busy_ns) / (double(k) * double(last_ns - first_ns));
   mt.step = step;
   mt.grad_norm = std::sqrt(sq);
   float lr = model::lr_schedule(int(step), float(job_.optimizer.lr), float(job_.optimizer.min_lr),
@@ -199,6 +219,17 @@ std::string Coordinator::graph_json() const {
     j["nodes"].push_back({{"name", n.name}, {"role", n.role}, {"device", n.device}, {"layers", {n.first_layer, n.last_layer}}});
   for (auto& e : edges_) j["edges"].push_back({{"from", e.from}, {"to", e.to}, {"kind", e.kind}, {"slots", e.slots}});
   return j.dump(2);
+}
+
+std::string Coordinator::trace_json() const {
+  std::string s = "{\"displayTimeUnit\": \"ms\", \"traceEvents\": [\n";
+  size_t actor = 0;
+  for (auto& n : nodes_)
+    s += nlohmann::json{{"name", "thread_name"}, {"ph", "M"}, {"pid", 1}, {"tid", actor++},
+                        {"args", {{"name", n.name}}}}.dump() + ",\n";
+  for (size_t i = 0; i < trace_events_.size(); i++) s += trace_events_[i] + (i + 1 < trace_events_.size() ? ",\n" : "\n");
+  if (trace_events_.empty() && !nodes_.empty()) s.erase(s.size() - 2, 1);  // no trailing comma
+  return s + "]}\n";
 }
 
 std::string Coordinator::graph_dot() const {

@@ -25,6 +25,9 @@ struct StepMetrics {
   double grad_norm = 0;  // before clipping
   double step_seconds = 0;
   double tokens_per_second = 0;
+  // Measured: 1 - (compute time of all stage actors) / (actors x span from the first
+  // instruction's start to the last one's end). Waiting for inputs counts as idle.
+  double bubble_fraction = 0;
 };
 
 struct GraphNode {
@@ -51,6 +54,10 @@ class Coordinator {
   const std::vector<GraphNode>& nodes() const { return nodes_; }
   const std::vector<GraphEdge>& edges() const { return edges_; }
   std::string graph_json() const;
+  // Chrome trace (chrome://tracing, Perfetto): one track per stage actor, a span per
+  // forward/backward. Collected only after enable_trace().
+  void enable_trace() { tracing_ = true; }
+  std::string trace_json() const;
   std::string graph_dot() const;
   const model::ModelConfig& model_config() const { return model_cfg_; }
 
@@ -65,6 +72,9 @@ class Coordinator {
   pipeline::Schedule schedule_;
   std::vector<GraphNode> nodes_;
   std::vector<GraphEdge> edges_;
+  bool tracing_ = false;
+  int64_t trace_epoch_ns_ = -1;
+  std::vector<std::string> trace_events_;  // JSON objects
 };
 
 }  // namespace troupe::actors

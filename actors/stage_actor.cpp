@@ -12,6 +12,7 @@ void finish(stage_actor::stateful_pointer<StageState> self) {
   d.step = st.order.step;
   if (st.model->stage().head) d.losses = st.exec->microbatch_losses();
   d.grad_sum_squares = st.optim->grad_sum_squares();
+  d.spans = st.exec->spans();
   st.done.deliver(std::move(d));
 }
 

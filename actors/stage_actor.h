@@ -52,6 +52,7 @@ struct StepDone {
   int64_t step = 0;
   std::vector<float> losses;  // last stage: per microbatch; others: empty
   double grad_sum_squares = 0;
+  std::vector<pipeline::Span> spans;  // compute spans of this step, for traces and the bubble
 };
 
 }  // namespace troupe::actors

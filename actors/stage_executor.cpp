@@ -1,11 +1,17 @@
 #include "actors/stage_executor.h"
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
 namespace troupe::pipeline {
 
 using transport::Envelope;
+
+static int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 using transport::InprocChannel;
 
 StageExecutor::StageExecutor(model::Transformer& model, StageLinks links) : model_(model), links_(links) {}
@@ -20,6 +26,7 @@ void StageExecutor::begin_step(int64_t step, const StagePlan& plan, const std::v
   dloss_scale_ = dloss_scale;
   next_ = 0;
   losses_.assign(mbs->size(), NAN);
+  spans_.clear();
   early_act_.assign(mbs->size(), std::nullopt);
   early_grad_.assign(mbs->size(), std::nullopt);
 }
@@ -66,6 +73,7 @@ StageExecutor::Progress StageExecutor::advance() {
         input = take(links_.act_in, early_act_, in.microbatch, step_);
         if (!input) return Progress::Blocked;
       }
+      const int64_t t0 = now_ns();
       float loss = model_.forward(mb.tokens.data(), input ? input->payload.data<float>() : nullptr,
                                   stage.head ? mb.targets.data() : nullptr, mb.B, mb.T, in.microbatch);
       if (stage.head) {
@@ -76,12 +84,14 @@ StageExecutor::Progress StageExecutor::advance() {
         pending_ = Envelope{step_, in.microbatch, 0, std::move(out)};
         pending_to_ = links_.act_out;
       }
+      spans_.push_back({Op::Forward, in.microbatch, t0, now_ns()});
     } else {
       std::optional<Envelope> grad;
       if (!stage.head) {
         grad = take(links_.grad_in, early_grad_, in.microbatch, step_);
         if (!grad) return Progress::Blocked;
       }
+      const int64_t t0 = now_ns();
       model_.backward(grad ? grad->payload.data<float>() : nullptr, dloss_scale_, in.microbatch);
       if (!stage.embedding) {
         Tensor dx = Tensor::empty({N, C});
@@ -89,6 +99,7 @@ StageExecutor::Progress StageExecutor::advance() {
         pending_ = Envelope{step_, in.microbatch, 0, std::move(dx)};
         pending_to_ = links_.grad_out;
       }
+      spans_.push_back({Op::Backward, in.microbatch, t0, now_ns()});
     }
     next_++;
   }

@@ -32,6 +32,14 @@ struct StageLinks {
   transport::InprocChannel* grad_out = nullptr;  // to the previous stage
 };
 
+// One executed instruction, for traces and the measured bubble: compute time only
+// (waiting for an input is idle time).
+struct Span {
+  Op op;
+  int microbatch;
+  int64_t start_ns, end_ns;  // steady clock
+};
+
 class StageExecutor {
  public:
   enum class Progress { Done, Blocked };
@@ -46,6 +54,8 @@ class StageExecutor {
   size_t position() const { return next_; }
   // Last stage: the mean loss of each microbatch, in microbatch order.
   const std::vector<float>& microbatch_losses() const { return losses_; }
+  // The instructions run in this step, with their compute times.
+  const std::vector<Span>& spans() const { return spans_; }
 
  private:
   bool try_flush();  // sends the pending envelope; false when the channel has no credit
@@ -59,6 +69,7 @@ class StageExecutor {
   std::optional<transport::Envelope> pending_;  // an output waiting for credit
   transport::InprocChannel* pending_to_ = nullptr;
   std::vector<float> losses_;
+  std::vector<Span> spans_;
   // Inputs that arrived for later microbatches (channels are FIFO, plans may differ in order).
   std::vector<std::optional<transport::Envelope>> early_act_, early_grad_;
 };

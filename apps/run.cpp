@@ -14,6 +14,7 @@
 
 #include "actors/coordinator.h"
 #include "apps/commands.h"
+#include "core/file_io.h"
 #include "core/progress.h"
 #include "ops/ops.h"
 
@@ -22,17 +23,18 @@ namespace troupe::app {
 namespace {
 
 const char* kRunUsage =
-    "usage: troupe run JOB.toml [--set section.key=value]... [--metrics-out FILE] [--graph-out FILE] [--resume]\n"
+    "usage: troupe run JOB.toml [--set section.key=value]... [--metrics-out FILE] [--graph-out FILE] [--trace-out FILE] [--resume]\n"
     "  --set          override any job field (repeatable), e.g. --set parallel.pp=2\n"
-    "  --metrics-out  one JSON object per step (step, loss, lr, grad_norm, tokens_per_s, step_s)\n"
+    "  --metrics-out  one JSON object per step (step, loss, lr, grad_norm, tokens_per_s, step_s, bubble_fraction)\n"
     "  --graph-out    the dataflow graph of actors and channels: JSON, or Graphviz if FILE ends in .dot\n"
+    "  --trace-out    Chrome trace JSON (Perfetto, chrome://tracing): forward/backward spans per stage actor\n"
     "  --resume       continue from the newest good checkpoint in checkpoint.dir (any pp/dp layout)\n"
     "Checkpoints are written every checkpoint.disk_every steps (0: never), keeping checkpoint.keep.\n";
 
 }  // namespace
 
 int cmd_run(int argc, char** argv) {
-  std::string job_path, metrics_out, graph_out;
+  std::string job_path, metrics_out, graph_out, trace_out;
   bool resume = false;
   std::vector<std::string> sets;
   for (int i = 1; i < argc; i++) {
@@ -50,6 +52,8 @@ int cmd_run(int argc, char** argv) {
       metrics_out = value();
     } else if (a == "--graph-out") {
       graph_out = value();
+    } else if (a == "--trace-out") {
+      trace_out = value();
     } else if (a == "--resume") {
       resume = true;
     } else if (!a.empty() && a[0] == '-') {
@@ -79,6 +83,7 @@ int cmd_run(int argc, char** argv) {
     bool dot = graph_out.size() > 4 && graph_out.compare(graph_out.size() - 4, 4, ".dot") == 0;
     std::ofstream(graph_out) << (dot ? coord.graph_dot() : coord.graph_json());
   }
+  if (!trace_out.empty()) coord.enable_trace();
   int64_t first = 0;
   if (resume) {
     std::vector<std::string> warnings;
@@ -100,7 +105,7 @@ int cmd_run(int argc, char** argv) {
       nlohmann::json j = {{"step", mt.step + 1},          {"loss", mt.loss},
                           {"lr", mt.lr},                  {"grad_norm", mt.grad_norm},
                           {"tokens_per_s", mt.tokens_per_second}, {"step_s", mt.step_seconds},
-                          {"restarts", 0}};
+                          {"bubble_fraction", mt.bubble_fraction}, {"restarts", 0}};
       std::fprintf(metrics, "%s\n", j.dump().c_str());
       std::fflush(metrics);
     }
@@ -119,6 +124,12 @@ int cmd_run(int argc, char** argv) {
     }
   }
   if (metrics) std::fclose(metrics);
+  if (!trace_out.empty()) {
+    auto text = coord.trace_json();
+    auto ok = write_file_atomic(trace_out, {{text.data(), text.size()}});
+    if (!ok) throw std::runtime_error("troupe run: --trace-out: " + ok.error().message);
+    std::printf("trace written to %s (open in Perfetto or chrome://tracing)\n", trace_out.c_str());
+  }
   return 0;
 }
 

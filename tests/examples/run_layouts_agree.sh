@@ -18,7 +18,7 @@ job=examples/jobs/austen_pp2.toml
 run() { "$troupe" run "$job" --set train.steps=6 --set model.n_layer=4 "$@" >/dev/null; }
 losses() { sed -e 's/.*"loss":\([^,]*\),.*/\1/' "$1"; }
 run --set parallel.pp=1 --metrics-out "$out/pp1"
-run --set parallel.pp=2 --metrics-out "$out/pp2"
+run --set parallel.pp=2 --metrics-out "$out/pp2" --trace-out "$out/trace.json"
 run --set parallel.pp=4 --metrics-out "$out/pp4"
 run --set parallel.pp=2 --set parallel.schedule=gpipe --metrics-out "$out/gpipe"
 test "$(wc -l < "$out/pp1")" -eq 6 || { echo "FAIL: expected 6 metrics lines"; exit 1; }
@@ -35,4 +35,20 @@ if "$troupe" run "$job" --set parallel.virtual_stages=2 --set parallel.schedule=
   echo "FAIL: interleaved execution should be refused until stages run model chunks"; exit 1
 fi
 grep -q "parallel.schedule" "$out/err" || { echo "FAIL: error does not name parallel.schedule:"; cat "$out/err"; exit 1; }
+# The trace is valid Chrome-trace JSON with every microbatch's forward and backward on
+# both stage tracks for each step, and the metrics carry a bubble fraction in [0, 1).
+python3 - "$out/trace.json" "$out/pp2" <<'PY'
+import json, sys
+ev = json.load(open(sys.argv[1]))["traceEvents"]
+spans = [e for e in ev if e["ph"] == "X"]
+names = {e["tid"]: e["args"]["name"] for e in ev if e["ph"] == "M"}
+assert names == {0: "stage0", 1: "stage1"}, names
+for tid in (0, 1):
+    got = sorted((e["args"]["step"], e["name"]) for e in spans if e["tid"] == tid)
+    want = sorted((s, f"{op}{m}") for s in range(6) for op in "FB" for m in range(4))
+    assert got == want, (tid, got[:5])
+for line in open(sys.argv[2]):
+    b = json.loads(line)["bubble_fraction"]
+    assert 0 <= b < 1, b
+PY
 echo "PASS: pp=1/2/4 and gpipe losses identical: $(losses "$out/pp1" | tr '\n' ' ')"
