@@ -10,7 +10,9 @@ namespace troupe::actors {
 
 Coordinator::Coordinator(caf::actor_system& sys, JobConfig job) : sys_(sys), job_(std::move(job)) {}
 
-Coordinator::~Coordinator() {
+Coordinator::~Coordinator() { stop_graph(); }
+
+void Coordinator::stop_graph() {
   for (auto& ch : channels_) {  // no callbacks into actors that are going away
     ch->on_readable(nullptr);
     ch->on_writable(nullptr);
@@ -21,6 +23,54 @@ Coordinator::~Coordinator() {
     for (auto& a : replica) caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
     self->wait_for(replica);
   }
+  stages_.clear();
+}
+
+Expected<void> Coordinator::snapshot(int64_t steps_done) {
+  caf::scoped_actor self{sys_};
+  auto snap = std::make_shared<std::map<std::string, Tensor>>();
+  std::string err;
+  int opt_steps = 0;
+  for (auto& a : stages_[0])
+    self->request(a, caf::infinite, snapshot_atom::value)
+        .receive(
+            [&](SnapshotMsg& m) {
+              for (auto& [name, t] : m.snapshot->tensors) (*snap)[name] = t;
+              opt_steps = m.snapshot->optimizer_steps;
+            },
+            [&](caf::error& e) { err = sys_.render(e); });
+  if (!err.empty()) return make_error("snapshot: " + err);
+  snapshot_ = std::move(snap);
+  snapshot_step_ = steps_done;
+  snapshot_opt_steps_ = opt_steps;
+  return {};
+}
+
+Expected<int64_t> Coordinator::recover(int64_t failed_step) {
+  auto now = std::chrono::steady_clock::now();
+  restart_times_.push_back(now);
+  while (!restart_times_.empty() &&
+         std::chrono::duration<double>(now - restart_times_.front()).count() > job_.supervision.within_seconds)
+    restart_times_.erase(restart_times_.begin());
+  if (int(restart_times_.size()) > job_.supervision.max_restarts)
+    return make_error(strformat("restart intensity exceeded: more than %d restarts in %g s (supervision.max_restarts)",
+                                job_.supervision.max_restarts, job_.supervision.within_seconds));
+  // The fault that caused this, if injected, has fired: the restarted actors skip it.
+  for (auto& f : faults_)
+    if (f.first.step == failed_step + 1) f.second = true;
+  // one_for_all: a pipeline (and its replicas, coupled by the all-reduce) is one gang.
+  stop_graph();
+  spawn_graph();
+  restarts_++;
+  if (!snapshot_) return make_error("no snapshot to restore from (checkpoint.snapshot_every = 0)");
+  caf::scoped_actor self{sys_};
+  std::string err;
+  for (auto& replica : stages_)
+    for (auto& a : replica)
+      self->request(a, caf::infinite, restore_atom::value, RestoreMsg{snapshot_, snapshot_opt_steps_})
+          .receive([](bool) {}, [&](caf::error& e) { err = sys_.render(e); });
+  if (!err.empty()) return make_error("restore: " + err);
+  return snapshot_step_;
 }
 
 Expected<void> Coordinator::start() {
@@ -69,6 +119,27 @@ Expected<void> Coordinator::start() {
   // Layers split as evenly as possible, earlier stages taking the remainder.
   std::vector<int> cut{0};
   for (int s = 0; s < p; s++) cut.push_back(cut.back() + model_cfg_.n_layer / p + (s < model_cfg_.n_layer % p));
+  oc_ = oc;
+  cut_ = cut;
+  for (auto& k : j.fault.kill) {
+    FaultSpec f = parse_fault_spec(k).value();
+    if (f.phase == "checkpoint")
+      return make_error(j.source + ": fault.kill: '" + k + "': faults during a checkpoint write are not injected yet");
+    faults_.push_back({f, false});
+  }
+  spawn_graph();
+  return {};
+}
+
+void Coordinator::spawn_graph() {
+  const auto& j = job_;
+  const int p = j.parallel.pp, dp = j.parallel.dp;
+  const auto& cut = cut_;
+  const auto& oc = oc_;
+  channels_.clear();
+  nodes_.clear();
+  edges_.clear();
+  stages_.clear();
   std::vector<std::shared_ptr<transport::InprocAllReduce>> groups;
   for (int s = 0; s < p; s++)
     groups.push_back(std::make_shared<transport::InprocAllReduce>(strformat("stage%d.grads", s), dp));
@@ -86,8 +157,12 @@ Expected<void> Coordinator::start() {
       edges_.push_back({node(r, s + 1), node(r, s), "gradients", p});
     }
     for (int s = 0; s < p; s++) {
-      StageSpec spec{strformat("stage%d", s), model_cfg_, model::StageRange{cut[size_t(s)], cut[size_t(s) + 1], s == 0, s == p - 1}, oc,
-                     uint64_t(j.data.seed), {}, groups[size_t(s)], r};
+      std::string name = strformat("stage%d", s);
+      std::vector<FaultSpec> faults;
+      for (auto& f : faults_)
+        if (!f.second && (f.first.target == name || f.first.target == node(r, s))) faults.push_back(f.first);
+      StageSpec spec{name, model_cfg_, model::StageRange{cut[size_t(s)], cut[size_t(s) + 1], s == 0, s == p - 1}, oc,
+                     uint64_t(j.data.seed), {}, groups[size_t(s)], r, faults};
       if (s > 0) spec.links.act_in = act[size_t(s - 1)], spec.links.grad_out = grad[size_t(s - 1)];
       if (s + 1 < p) spec.links.act_out = act[size_t(s)], spec.links.grad_in = grad[size_t(s)];
       stages_[size_t(r)].push_back(sys_.spawn(stage_actor_fn, spec));
@@ -95,7 +170,6 @@ Expected<void> Coordinator::start() {
       if (r > 0) edges_.push_back({node(r, s), node(0, s), "all-reduce", 0});
     }
   }
-  return {};
 }
 
 Expected<std::string> Coordinator::checkpoint(int64_t steps_done) {
@@ -134,7 +208,7 @@ Expected<int64_t> Coordinator::restore_latest(std::vector<std::string>* warnings
   return loaded->manifest.step;
 }
 
-StepMetrics Coordinator::run_step(int64_t step) {
+Expected<StepMetrics> Coordinator::run_step(int64_t step) {
   auto t0 = std::chrono::steady_clock::now();
   const int m = job_.parallel.microbatches, dp = job_.parallel.dp;
   // Replica r takes microbatches [r m, (r + 1) m) of the step's dp m: the same data in
@@ -161,6 +235,8 @@ StepMetrics Coordinator::run_step(int64_t step) {
   double sq = 0;
   std::vector<float> losses;
   int64_t first_ns = INT64_MAX, last_ns = INT64_MIN, busy_ns = 0;
+  std::string failure;  // the first stage error; every stage answers (peers fail too)
+  bool failure_is_peer = false;
   size_t k = 0;
   for (auto& h : pending) {
     size_t actor = k++;
@@ -186,8 +262,15 @@ StepMetrics Coordinator::run_step(int64_t step) {
             }
           }
         },
-        [&](caf::error& e) { throw std::runtime_error("stage failed: " + sys_.render(e)); });
+        [&](caf::error& e) {
+          // Report the root cause, not the peers that failed because of it.
+          std::string why = sys_.render(e);
+          bool peer = why.find("a peer stage failed") != std::string::npos ||
+                      why.find("data-parallel peer failed") != std::string::npos;
+          if (failure.empty() || (!peer && failure_is_peer)) failure = why, failure_is_peer = peer;
+        });
   }
+  if (!failure.empty()) return make_error(failure);
   StepMetrics mt;
   if (last_ns > first_ns)
     mt.bubble_fraction = 1.0 - double(busy_ns) / (double(k) * double(last_ns - first_ns));
@@ -203,7 +286,10 @@ StepMetrics Coordinator::run_step(int64_t step) {
   for (auto& replica : stages_)
     for (auto& a : replica) applied.push_back(self->request(a, caf::infinite, apply_atom::value, step, lr, clip));
   for (auto& h : applied)
-    h.receive([](int64_t) {}, [&](caf::error& e) { throw std::runtime_error("stage failed: " + sys_.render(e)); });
+    h.receive([](int64_t) {}, [&](caf::error& e) {
+      if (failure.empty()) failure = sys_.render(e);
+    });
+  if (!failure.empty()) return make_error(failure);
   double sum = 0;
   for (float l : losses) sum += l;
   mt.loss = losses.empty() ? NAN : sum / double(losses.size());

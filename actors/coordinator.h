@@ -8,6 +8,8 @@
 
 #include <caf/all.hpp>
 
+#include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -45,7 +47,14 @@ class Coordinator {
   ~Coordinator();
   // Opens the data, spawns the stages and wires their channels.
   Expected<void> start();
-  StepMetrics run_step(int64_t step);
+  // One training step; an error when a stage failed (the graph must then be recovered).
+  Expected<StepMetrics> run_step(int64_t step);
+  // Keeps a host-memory copy of every stage's parameters and moments (steps_done steps).
+  Expected<void> snapshot(int64_t steps_done);
+  // Supervisor: restarts the stage actors (one_for_all) within the restart intensity,
+  // restores the latest snapshot and returns the step to replay from.
+  Expected<int64_t> recover(int64_t failed_step);
+  int restarts() const { return restarts_; }
   // Writes checkpoint.dir/step-N (N = steps completed); returns its path.
   Expected<std::string> checkpoint(int64_t steps_done);
   // Loads the newest good checkpoint into every stage (any pp/dp layout); returns the
@@ -72,6 +81,16 @@ class Coordinator {
   pipeline::Schedule schedule_;
   std::vector<GraphNode> nodes_;
   std::vector<GraphEdge> edges_;
+  void spawn_graph();
+  void stop_graph();
+  std::vector<int> cut_;  // layer boundaries of the stages
+  model::OptimConfig oc_;
+  std::vector<std::pair<FaultSpec, bool>> faults_;  // injected faults, fired?
+  std::shared_ptr<const std::map<std::string, Tensor>> snapshot_;
+  int64_t snapshot_step_ = 0;
+  int snapshot_opt_steps_ = 0;
+  int restarts_ = 0;
+  std::vector<std::chrono::steady_clock::time_point> restart_times_;
   bool tracing_ = false;
   int64_t trace_epoch_ns_ = -1;
   std::vector<std::string> trace_events_;  // JSON objects

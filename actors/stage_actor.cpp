@@ -4,7 +4,9 @@ namespace troupe::actors {
 
 namespace {
 
-void finish(stage_actor::stateful_pointer<StageState> self) {
+using Self = stage_actor::stateful_pointer<StageState>;
+
+void finish(Self self) {
   auto& st = self->state;
   st.running = false;
   st.reducing = false;
@@ -16,17 +18,39 @@ void finish(stage_actor::stateful_pointer<StageState> self) {
   st.done.deliver(std::move(d));
 }
 
+// The stage failed: poison what others may wait on, answer with the error, quit.
+void fail(Self self, const std::string& why) {
+  auto& st = self->state;
+  for (auto* ch : {st.links.act_in, st.links.act_out, st.links.grad_in, st.links.grad_out})
+    if (ch) ch->close();
+  if (st.dp_group) st.dp_group->abort();
+  if (st.done.pending()) st.done.deliver(caf::make_error(caf::sec::runtime_error, st.stage_name + ": " + why));
+  st.running = false;
+  self->quit(caf::exit_reason::user_shutdown);
+}
+
+void maybe_fault(StageState& st, int64_t step, const std::string& phase) {
+  for (auto& f : st.faults)
+    if (f.step == step + 1 && f.phase == phase)  // fault steps count from 1, as progress lines do
+      throw std::runtime_error(strformat("injected fault %s@step%d:%s", f.target.c_str(), f.step, f.phase.c_str()));
+}
+
 // Runs the plan as far as the inputs allow; when it is done, all-reduces the gradients
 // across replicas (if any) and answers the coordinator.
-void advance(stage_actor::stateful_pointer<StageState> self) {
+void advance(Self self) {
   auto& st = self->state;
   if (!st.running || st.reducing) return;
-  if (st.exec->advance() != pipeline::StageExecutor::Progress::Done) return;
+  try {
+    if (st.exec->advance() != pipeline::StageExecutor::Progress::Done) return;
+  } catch (const std::exception& e) {
+    fail(self, e.what());
+    return;
+  }
   if (st.dp_group && st.dp_group->ranks() > 1) {
     st.reducing = true;
     stage_actor me = self;
     st.dp_group->contribute(st.dp_rank, st.model->grad_data(), st.model->num_params(),
-                            [me] { caf::anon_send(me, reduced_atom::value); });
+                            [me](bool ok) { caf::anon_send(me, reduced_atom::value, ok); });
     return;
   }
   finish(self);
@@ -43,6 +67,12 @@ stage_actor::behavior_type stage_actor_fn(stage_actor::stateful_pointer<StageSta
   st.exec = std::make_unique<pipeline::StageExecutor>(*st.model, spec.links);
   st.dp_group = spec.dp_group;
   st.dp_rank = spec.dp_rank;
+  st.links = spec.links;
+  st.faults = spec.faults;
+  StageState* state = &st;
+  st.exec->set_before_op([state](const pipeline::Instr& in, int64_t step) {
+    maybe_fault(*state, step, in.op == pipeline::Op::Forward ? "forward" : "backward");
+  });
   // Channel callbacks run on the peer's thread: they only post a wake-up message.
   stage_actor me = self;
   auto wake = [me] { caf::anon_send(me, wake_atom::value); };
@@ -62,7 +92,14 @@ stage_actor::behavior_type stage_actor_fn(stage_actor::stateful_pointer<StageSta
         advance(self);
         return promise;
       },
-      [self](apply_atom, int64_t step, float lr, float grad_scale) -> int64_t {
+      [self](apply_atom, int64_t step, float lr, float grad_scale) -> caf::result<int64_t> {
+        try {
+          maybe_fault(self->state, step, "optimizer");
+        } catch (const std::exception& e) {
+          std::string why = self->state.stage_name + ": " + e.what();
+          fail(self, e.what());
+          return caf::make_error(caf::sec::runtime_error, why);
+        }
         self->state.optim->step(lr, grad_scale);
         return step;
       },
@@ -77,8 +114,10 @@ stage_actor::behavior_type stage_actor_fn(stage_actor::stateful_pointer<StageSta
         return true;
       },
       [self](wake_atom) { advance(self); },
-      [self](reduced_atom) {
-        if (self->state.reducing) finish(self);
+      [self](reduced_atom, bool ok) {
+        if (!self->state.reducing) return;
+        if (ok) finish(self);
+        else fail(self, "a data-parallel peer failed during the gradient all-reduce");
       },
   };
 }

@@ -11,6 +11,11 @@
 //     (with data parallelism the answer waits for the replicas' gradient all-reduce)
 //   coordinator -> stage: (apply, step, lr, scale)   -> step   (AdamW with the global clip scale)
 // and, between steps: (snapshot) -> a host copy of parameters and moments; (restore, ...).
+//
+// Failure: an exception in a kernel, an injected fault, or a peer's failure makes the
+// actor close its channels and abort its all-reduce group (so its peers fail the step
+// too instead of waiting forever), answer the pending request with an error, and quit.
+// The coordinator, as supervisor, restarts the group and restores it from a snapshot.
 
 #include <caf/all.hpp>
 
@@ -20,6 +25,7 @@
 #include <vector>
 
 #include "actors/checkpoint.h"
+#include "core/job.h"
 #include "actors/stage_executor.h"
 #include "ops/model/optimizer.h"
 #include "transport/inproc_allreduce.h"
@@ -69,7 +75,7 @@ using stage_actor = caf::typed_actor<caf::replies_to<run_step_atom, StepOrder>::
                                      caf::replies_to<apply_atom, int64_t, float, float>::with<int64_t>,
                                      caf::replies_to<snapshot_atom>::with<SnapshotMsg>,
                                      caf::replies_to<restore_atom, RestoreMsg>::with<bool>,
-                                     caf::reacts_to<wake_atom>, caf::reacts_to<reduced_atom>>;
+                                     caf::reacts_to<wake_atom>, caf::reacts_to<reduced_atom, bool>>;
 
 struct StageSpec {
   std::string name;  // "stage0", also the checkpoint shard's name
@@ -82,6 +88,9 @@ struct StageSpec {
   // replica order after the plan, before the step answers.
   std::shared_ptr<transport::InprocAllReduce> dp_group;
   int dp_rank = 0;
+  // Fault injection (tests, demos): fail on cue at (step, phase); phases forward,
+  // backward, optimizer. The coordinator passes only faults that have not fired yet.
+  std::vector<FaultSpec> faults;
 };
 
 struct StageState {
@@ -93,6 +102,8 @@ struct StageState {
   caf::typed_response_promise<StepDone> done;
   bool running = false;
   bool reducing = false;
+  pipeline::StageLinks links;
+  std::vector<FaultSpec> faults;
   std::shared_ptr<transport::InprocAllReduce> dp_group;
   int dp_rank = 0;
   static inline const char* name = "stage";

@@ -33,6 +33,7 @@ void StageExecutor::begin_step(int64_t step, const StagePlan& plan, const std::v
 
 bool StageExecutor::try_flush() {
   if (!pending_) return true;
+  if (pending_to_->closed()) throw PeerFailed("channel " + pending_to_->name() + " closed: a peer stage failed");
   if (!pending_to_->try_send(*pending_)) return false;
   pending_.reset();
   return true;
@@ -54,6 +55,7 @@ static std::optional<Envelope> take(InprocChannel* ch, std::vector<std::optional
     if (e->microbatch == mb) return e;
     early[size_t(e->microbatch)] = std::move(e);
   }
+  if (ch->closed()) throw PeerFailed("channel " + ch->name() + " closed: a peer stage failed");
   return std::nullopt;
 }
 
@@ -67,6 +69,7 @@ StageExecutor::Progress StageExecutor::advance() {
     TROUPE_CHECK(in.chunk == 0, "stage executor runs one model chunk per stage (interleaving: not yet)");
     const Microbatch& mb = (*mbs_)[size_t(in.microbatch)];
     const int64_t N = int64_t(mb.B) * mb.T;
+    if (before_op_) before_op_(in, step_);
     if (in.op == Op::Forward) {
       std::optional<Envelope> input;
       if (!stage.embedding) {

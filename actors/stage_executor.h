@@ -11,7 +11,9 @@
 // Transformer::backward of slot mb -> input gradient to grad_out.
 
 #include <cstdint>
+#include <functional>
 #include <optional>
+#include <stdexcept>
 #include <vector>
 
 #include "actors/pipeline_schedule.h"
@@ -40,6 +42,11 @@ struct Span {
   int64_t start_ns, end_ns;  // steady clock
 };
 
+// Thrown when a channel this stage needs was closed because a peer failed.
+struct PeerFailed : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 class StageExecutor {
  public:
   enum class Progress { Done, Blocked };
@@ -56,6 +63,8 @@ class StageExecutor {
   const std::vector<float>& microbatch_losses() const { return losses_; }
   // The instructions run in this step, with their compute times.
   const std::vector<Span>& spans() const { return spans_; }
+  // Called before each instruction runs (fault injection uses it to fail on cue).
+  void set_before_op(std::function<void(const Instr&, int64_t step)> f) { before_op_ = std::move(f); }
 
  private:
   bool try_flush();  // sends the pending envelope; false when the channel has no credit
@@ -70,6 +79,7 @@ class StageExecutor {
   transport::InprocChannel* pending_to_ = nullptr;
   std::vector<float> losses_;
   std::vector<Span> spans_;
+  std::function<void(const Instr&, int64_t)> before_op_;
   // Inputs that arrived for later microbatches (channels are FIFO, plans may differ in order).
   std::vector<std::optional<transport::Envelope>> early_act_, early_grad_;
 };

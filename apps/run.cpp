@@ -7,7 +7,9 @@
 #include <caf/all.hpp>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -99,13 +101,38 @@ int cmd_run(int argc, char** argv) {
     throw std::runtime_error("troupe run: --metrics-out " + metrics_out + ": cannot open for writing");
   const bool tty = isatty(1);
   auto t_start = std::chrono::steady_clock::now();
+  // File offset of each step's metrics line, so that a rewind after a failure drops the
+  // lines of the steps that are replayed: the file ends as in a run without failures.
+  std::map<int64_t, long> metrics_at;
+  if (job->checkpoint.snapshot_every > 0) {
+    if (auto ok = coord.snapshot(first); !ok) throw std::runtime_error(ok.error().message);
+  }
   for (int64_t step = first; step < job->train.steps; step++) {
-    actors::StepMetrics mt = coord.run_step(step);
+    auto result = coord.run_step(step);
+    if (!result) {
+      auto t_fail = std::chrono::steady_clock::now();
+      std::printf("%sstep %lld: %s\n", tty ? "\n" : "", (long long)(step + 1), result.error().message.c_str());
+      auto back = coord.recover(step);
+      if (!back) throw std::runtime_error("troupe run: cannot recover: " + back.error().message);
+      double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_fail).count();
+      std::printf("recovered: restarted the stage actors (one_for_all), restored the snapshot of step %lld in %.1f ms; "
+                  "replaying from step %lld (restart %d)\n",
+                  (long long)*back, ms, (long long)(*back + 1), coord.restarts());
+      if (metrics && metrics_at.count(*back)) {
+        std::fflush(metrics);
+        std::filesystem::resize_file(metrics_out, std::uintmax_t(metrics_at[*back]));
+        std::fseek(metrics, 0, SEEK_END);
+      }
+      step = *back - 1;
+      continue;
+    }
+    actors::StepMetrics mt = *result;
     if (metrics) {
+      metrics_at[step] = std::ftell(metrics);
       nlohmann::json j = {{"step", mt.step + 1},          {"loss", mt.loss},
                           {"lr", mt.lr},                  {"grad_norm", mt.grad_norm},
                           {"tokens_per_s", mt.tokens_per_second}, {"step_s", mt.step_seconds},
-                          {"bubble_fraction", mt.bubble_fraction}, {"restarts", 0}};
+                          {"bubble_fraction", mt.bubble_fraction}, {"restarts", coord.restarts()}};
       std::fprintf(metrics, "%s\n", j.dump().c_str());
       std::fflush(metrics);
     }
@@ -117,6 +144,9 @@ int cmd_run(int argc, char** argv) {
                   (long long)(step + 1), job->train.steps, mt.loss, mt.lr, mt.grad_norm, mt.tokens_per_second,
                   format_eta(eta).c_str(), tty && !last ? "" : "\n");
     std::fflush(stdout);
+    if (job->checkpoint.snapshot_every > 0 && (step + 1) % job->checkpoint.snapshot_every == 0) {
+      if (auto ok = coord.snapshot(step + 1); !ok) throw std::runtime_error(ok.error().message);
+    }
     if (job->checkpoint.disk_every > 0 && (step + 1) % job->checkpoint.disk_every == 0) {
       auto path = coord.checkpoint(step + 1);
       if (!path) throw std::runtime_error(path.error().message);

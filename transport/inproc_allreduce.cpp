@@ -12,10 +12,14 @@ InprocAllReduce::InprocAllReduce(std::string name, int ranks)
   TROUPE_CHECK(ranks > 0, "all-reduce %s: %d ranks", name_.c_str(), ranks);
 }
 
-void InprocAllReduce::contribute(int rank, float* data, int64_t n, std::function<void()> done) {
-  std::vector<std::function<void()>> callbacks;
+void InprocAllReduce::contribute(int rank, float* data, int64_t n, std::function<void(bool)> done) {
+  std::vector<std::function<void(bool)>> callbacks;
   {
     std::lock_guard<std::mutex> lk(mu_);
+    if (aborted_) {
+      if (done) done(false);  // no lock needed for the caller's own callback, but it is short
+      return;
+    }
     TROUPE_CHECK(rank >= 0 && rank < ranks_ && !bufs_[size_t(rank)], "all-reduce %s: rank %d offered twice or out of range",
                  name_.c_str(), rank);
     TROUPE_CHECK(n_ < 0 || n == n_, "all-reduce %s: rank %d offers %lld floats, others %lld", name_.c_str(), rank,
@@ -38,7 +42,21 @@ void InprocAllReduce::contribute(int rank, float* data, int64_t n, std::function
     n_ = -1;
   }
   for (auto& cb : callbacks)
-    if (cb) cb();
+    if (cb) cb(true);
+}
+
+void InprocAllReduce::abort() {
+  std::vector<std::function<void(bool)>> callbacks;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    aborted_ = true;
+    callbacks.swap(done_);
+    done_.assign(size_t(ranks_), nullptr);
+    bufs_.assign(size_t(ranks_), nullptr);
+    arrived_ = 0;
+  }
+  for (auto& cb : callbacks)
+    if (cb) cb(false);
 }
 
 }  // namespace troupe::transport

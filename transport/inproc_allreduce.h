@@ -19,14 +19,18 @@ class InprocAllReduce {
   int ranks() const { return ranks_; }
   // Offers rank's buffer of n floats. `done` runs once the sum is in the buffer, on the
   // thread of whichever rank arrived last (an actor should only post itself a message).
-  void contribute(int rank, float* data, int64_t n, std::function<void()> done);
+  // done(true) once the sum is in the buffer; done(false) when the group was aborted.
+  void contribute(int rank, float* data, int64_t n, std::function<void(bool)> done);
+  // A member failed: every waiting and future contribution completes with done(false).
+  void abort();
 
  private:
   std::string name_;
   int ranks_;
   std::mutex mu_;
   std::vector<float*> bufs_;
-  std::vector<std::function<void()>> done_;
+  std::vector<std::function<void(bool)>> done_;
+  bool aborted_ = false;
   int64_t n_ = -1;
   int arrived_ = 0;
 };

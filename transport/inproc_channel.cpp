@@ -74,11 +74,18 @@ void InprocChannel::on_writable(std::function<void()> f) {
 }
 
 void InprocChannel::close() {
+  std::function<void()> r, w;
   {
     std::lock_guard<std::mutex> lk(mu_);
+    if (closed_) return;
     closed_ = true;
+    r = on_readable_;
+    w = on_writable_;
   }
   cv_.notify_all();
+  // Wake both ends so that an actor waiting on this channel sees it closed.
+  if (r) r();
+  if (w) w();
 }
 
 bool InprocChannel::closed() const {

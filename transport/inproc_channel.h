@@ -54,6 +54,8 @@ class InprocChannel {
   void on_readable(std::function<void()> f);
   void on_writable(std::function<void()> f);
 
+  // Closes the channel (a peer failed or the graph is torn down) and calls both
+  // callbacks, so that whoever waits on it looks again and finds it closed.
   void close();
   bool closed() const;
   int credits() const;  // free slots

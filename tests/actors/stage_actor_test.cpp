@@ -50,7 +50,7 @@ TEST_CASE("stage actors train a pipeline bitwise equal to the single model", "[a
     }
     std::vector<stage_actor> stages;
     for (int s = 0; s < p; s++) {
-      StageSpec spec{"stage" + std::to_string(s), cfg, StageRange{s * per, (s + 1) * per, s == 0, s == p - 1}, oc, 5, {}, nullptr, 0};
+      StageSpec spec{"stage" + std::to_string(s), cfg, StageRange{s * per, (s + 1) * per, s == 0, s == p - 1}, oc, 5, {}, nullptr, 0, {}};
       if (s > 0) spec.links.act_in = acts[size_t(s - 1)].get(), spec.links.grad_out = grads[size_t(s - 1)].get();
       if (s + 1 < p) spec.links.act_out = acts[size_t(s)].get(), spec.links.grad_in = grads[size_t(s)].get();
       stages.push_back(sys.spawn(stage_actor_fn, spec));

@@ -22,10 +22,20 @@ TEST_CASE("all-reduce sums in rank order into every buffer, whoever arrives last
     std::atomic<int> done{0};
     std::vector<std::thread> ts;
     for (int r = 0; r < R; r++)
-      ts.emplace_back([&, r] { g.contribute(r, bufs[size_t(r)].data(), n, [&] { done++; }); });
+      ts.emplace_back([&, r] { g.contribute(r, bufs[size_t(r)].data(), n, [&](bool ok) { done += ok ? 1 : 100; }); });
     for (auto& t : ts) t.join();
     REQUIRE(done == R);
     for (int r = 0; r < R; r++) CHECK(bufs[size_t(r)] == expect);
+  }
+  {
+    InprocAllReduce g("aborted", 2);
+    std::vector<float> a(4, 1.0f);
+    int fails = 0;
+    g.contribute(0, a.data(), 4, [&](bool ok) { fails += !ok; });
+    g.abort();
+    CHECK(fails == 1);
+    g.contribute(1, a.data(), 4, [&](bool ok) { fails += !ok; });
+    CHECK(fails == 2);
   }
   InprocAllReduce g("x", 2);
   std::vector<float> a(4, 1.0f), b(3, 1.0f);
