@@ -4,14 +4,8 @@
 # naming that file, fall back to step 3, and write exactly the uninterrupted run's
 # losses for steps 4-6 — also when resumed into another layout (pp=1, and pp=1 x dp=2
 # within 1e-6 relative, see run_layouts_agree.sh for why dp is not bitwise).
-set -euo pipefail
-troupe=$1
-root=$2
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
-cd "$root"
+source "$(dirname "$0")/common.sh"
 job=(examples/jobs/austen_pp2.toml --set train.steps=6 --set "checkpoint.dir=\"$out/ck\"")
-losses() { sed -e 's/.*"loss":\([^,]*\),.*/\1/' "$1"; }
 "$troupe" run "${job[@]}" --set checkpoint.disk_every=3 --metrics-out "$out/full" >/dev/null
 test -f "$out/ck/step-00000003/manifest.json" && test -f "$out/ck/step-00000006/stage1.safetensors" ||
   { echo "FAIL: checkpoints missing"; ls -R "$out/ck"; exit 1; }

@@ -5,14 +5,8 @@
 # the run without failures to --metrics-out (bitwise: replay recomputes the same steps
 # from the same state). Recovery must be reported, and a fault the supervisor cannot
 # absorb (restart intensity exceeded) must end the run with an error.
-set -euo pipefail
-troupe=$1
-root=$2
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
-cd "$root"
+source "$(dirname "$0")/common.sh"
 job=(examples/jobs/austen_pp2.toml --set train.steps=8 --set checkpoint.snapshot_every=3)
-losses() { sed -e 's/.*"loss":\([^,]*\),.*/\1/' "$1"; }
 "$troupe" run "${job[@]}" --metrics-out "$out/ref" >/dev/null
 "$troupe" run "${job[@]}" --set parallel.dp=2 --metrics-out "$out/ref_dp2" >/dev/null
 run_case() {  # name, reference, fault list

@@ -8,15 +8,9 @@
 #     within 1e-6 relative, not bitwise: the replicas' gradients are summed as
 #     (replica 0's sum) + (replica 1's sum), a different association of the same terms.
 # Layouts not built yet are refused with a message naming the field.
-set -euo pipefail
-troupe=$1
-root=$2
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
-cd "$root"
+source "$(dirname "$0")/common.sh"
 job=examples/jobs/austen_pp2.toml
 run() { "$troupe" run "$job" --set train.steps=6 --set model.n_layer=4 "$@" >/dev/null; }
-losses() { sed -e 's/.*"loss":\([^,]*\),.*/\1/' "$1"; }
 run --set parallel.pp=1 --metrics-out "$out/pp1"
 run --set parallel.pp=2 --metrics-out "$out/pp2" --trace-out "$out/trace.json"
 run --set parallel.pp=4 --metrics-out "$out/pp4"
