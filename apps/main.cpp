@@ -13,7 +13,8 @@ static void usage() {
                "  version            versions of Troupe and the libraries it links\n"
                "  run JOB.toml       run a training job in this process (see troupe run --help)\n"
                "  data ...           prepare the Austen corpus and token files (see troupe data --help)\n"
-               "  bench train        training throughput vs the sgemm peak (--json)\n");
+               "  bench train        training throughput vs the sgemm peak and PyTorch (--json)\n"
+               "  bench pipeline     measured pipeline bubble vs theory (--json)\n");
 }
 
 int main(int argc, char** argv) {
