@@ -2,14 +2,15 @@
 //   troupe data austen --rdb DIR --out FILE        the six novels as UTF-8 text
 //   troupe data tokenize --tokenizer GGUF --in TEXT --out FILE.tok
 
+#include "core/data.h"
+
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
-#include <sstream>
+#include <stdexcept>
 #include <string>
 
 #include "apps/commands.h"
-#include "core/data.h"
 #include "core/file_io.h"
 #include "core/rdata.h"
 #include "core/tokenizer.h"
@@ -28,39 +29,46 @@ const char* kUsage =
 
 struct Opts {
   std::string rdb, out, in, tokenizer;
+  bool help = false;
 };
 
+// Options come as "--name value" pairs after the subcommand; --help anywhere prints usage.
 Opts parse(int argc, char** argv, int first) {
   Opts o;
   for (int i = first; i < argc; i++) {
     std::string k = argv[i];
-    if (i + 1 >= argc) throw std::runtime_error("troupe data: option " + k + " needs a value\n" + kUsage);
-    std::string v = argv[++i];
-    if (k == "--rdb") o.rdb = v;
-    else if (k == "--out") o.out = v;
-    else if (k == "--in") o.in = v;
-    else if (k == "--tokenizer") o.tokenizer = v;
-    else throw std::runtime_error("troupe data: unknown option " + k + "\n" + kUsage);
+    if (k == "--help" || k == "-h") {
+      o.help = true;
+      continue;
+    }
+    std::string* slot = k == "--rdb"         ? &o.rdb
+                        : k == "--out"       ? &o.out
+                        : k == "--in"        ? &o.in
+                        : k == "--tokenizer" ? &o.tokenizer
+                                             : nullptr;
+    if (!slot) throw std::runtime_error("data: unknown option '" + k + "'\n" + kUsage);
+    if (i + 1 >= argc) throw std::runtime_error("data: option " + k + " needs a value\n" + kUsage);
+    *slot = argv[++i];
   }
   return o;
 }
 
 void require(const std::string& v, const char* name) {
-  if (v.empty()) throw std::runtime_error(std::string("troupe data: missing ") + name + "\n" + kUsage);
+  if (v.empty()) throw std::runtime_error(std::string("data: missing ") + name + "\n" + kUsage);
 }
 
 int austen(const Opts& o) {
   require(o.rdb, "--rdb");
   require(o.out, "--out");
-  auto books = read_janeausten(o.rdb);
+  auto books = read_janeausten_rdb(o.rdb);
   if (!books) throw std::runtime_error(books.error().message);
-  std::string text;
+  std::string text = join_books(*books);
   size_t lines = 0;
   for (auto& b : *books) {
-    if (!text.empty()) text += "\n";
-    for (auto& l : b.lines) text += l + "\n";
+    size_t bytes = 0;
+    for (auto& l : b.lines) bytes += l.size() + 1;
     lines += b.lines.size();
-    std::printf("  %-17s %6zu lines\n", b.name.c_str(), b.lines.size());
+    std::printf("  %-17s %6zu lines %8zu bytes\n", b.name.c_str(), b.lines.size(), bytes);
   }
   auto ok = write_file_atomic(o.out, {{text.data(), text.size()}});
   if (!ok) throw std::runtime_error(ok.error().message);
@@ -83,8 +91,8 @@ int tokenize(const Opts& o) {
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   auto ok = data::write_token_file(o.out, ids, uint32_t(tok->vocab_size()));
   if (!ok) throw std::runtime_error(ok.error().message);
-  std::printf("wrote %s: %zu tokens from %zu bytes (%.2f bytes/token, vocab %d) in %.2f s\n", o.out.c_str(),
-              ids.size(), in->size, double(in->size) / double(std::max<size_t>(ids.size(), 1)), tok->vocab_size(), s);
+  std::printf("wrote %s: %zu tokens from %zu bytes (%.2f bytes/token, vocab %d) in %.2f s\n", o.out.c_str(), ids.size(),
+              in->size, double(in->size) / double(std::max<size_t>(ids.size(), 1)), tok->vocab_size(), s);
   return 0;
 }
 
@@ -96,10 +104,15 @@ int cmd_data(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   std::string sub = argv[1];
+  if (sub != "austen" && sub != "tokenize")
+    throw std::runtime_error("data: unknown subcommand '" + sub + "'\n" + kUsage);
   Opts o = parse(argc, argv, 2);
+  if (o.help) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
   if (sub == "austen") return austen(o);
-  if (sub == "tokenize") return tokenize(o);
-  throw std::runtime_error("troupe data: unknown subcommand '" + sub + "'\n" + kUsage);
+  return tokenize(o);
 }
 
 }  // namespace troupe::app

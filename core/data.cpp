@@ -22,8 +22,10 @@ Expected<void> write_token_file(const std::string& path, const std::vector<int32
     if (tokens[i] < 0 || uint32_t(tokens[i]) >= vocab_size)
       return make_error(strformat("%s: token %d at index %zu is outside the vocabulary of %u", path.c_str(), tokens[i],
                                   i, vocab_size));
-    if (width == 2) append_le<uint16_t>(body, uint16_t(tokens[i]));
-    else append_le<int32_t>(body, tokens[i]);
+    if (width == 2)
+      append_le<uint16_t>(body, uint16_t(tokens[i]));
+    else
+      append_le<int32_t>(body, tokens[i]);
   }
   std::string hdr(kMagic, 8);
   append_le<uint32_t>(hdr, 1);

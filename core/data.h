@@ -46,7 +46,7 @@ enum class Split { Train, Val };
 // model never trains on, not shuffled windows of the same pages).
 class TokenDataset {
  public:
-  TokenDataset(TokenFile file, double val_fraction);
+  TokenDataset(TokenFile file, double val_fraction = 0.05);
   int64_t begin(Split s) const { return s == Split::Train ? 0 : split_; }
   int64_t end(Split s) const { return s == Split::Train ? split_ : file_.size(); }
   int64_t num_tokens(Split s) const { return end(s) - begin(s); }
@@ -58,10 +58,16 @@ class TokenDataset {
   int64_t split_;
 };
 
-// Batches of B windows of T+1 tokens (inputs and next-token targets). Training windows
-// are the non-overlapping window starts of the split, visited in an order that is a
-// Fisher-Yates permutation per epoch, keyed by RngStream(seed, {epoch}); sequence k of
-// step s is window (s*B + k) of that order. Validation batches are fixed and in order.
+// Batches of B windows of T+1 tokens (inputs and next-token targets). The split holds
+// W = (n-1)/T windows starting at begin + w*T (neighbours share one token: the last
+// target of one is the first input of the next). Training visits them in an order that
+// is a Fisher-Yates permutation per epoch keyed by RngStream(seed, {epoch, ...}):
+// sequence k of step s is entry (s*B + k) mod W of the permutation of epoch
+// (s*B + k) / W, so batch(s) depends on (seed, s) only and a restarted run can start
+// at any step. Validation batches are fixed and in order: eval batch i is windows
+// i*B .. i*B+B-1; the last W mod B windows (fewer than one batch) are not evaluated.
+// The epoch permutation is cached inside, so one sampler must not be used from two
+// threads at once (build one per thread: they agree).
 class BatchSampler {
  public:
   BatchSampler(const TokenDataset& ds, Split split, int B, int T, uint64_t seed);

@@ -1,8 +1,10 @@
 #include "core/safetensors.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "core/file_io.h"
 
@@ -17,11 +19,16 @@ constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
 
 const char* st_dtype_name(DType t) {
   switch (t) {
-    case DType::F32: return "F32";
-    case DType::BF16: return "BF16";
-    case DType::F16: return "F16";
-    case DType::I32: return "I32";
-    case DType::I64: return "I64";
+    case DType::F32:
+      return "F32";
+    case DType::BF16:
+      return "BF16";
+    case DType::F16:
+      return "F16";
+    case DType::I32:
+      return "I32";
+    case DType::I64:
+      return "I64";
   }
   return "?";
 }
@@ -42,18 +49,29 @@ Expected<SafetensorsFile> SafetensorsFile::parse(const uint8_t* data, size_t siz
   if (size < 8) return err(strformat("file of %zu bytes is shorter than the 8-byte header length", size));
   uint64_t hlen = 0;
   for (int i = 7; i >= 0; i--) hlen = hlen << 8 | data[i];
-  if (hlen > kMaxHeaderBytes) return err(strformat("offset 0: header length %llu exceeds the limit of %llu bytes",
-                                                   (unsigned long long)hlen, (unsigned long long)kMaxHeaderBytes));
+  if (hlen > kMaxHeaderBytes)
+    return err(strformat("offset 0: header length %llu exceeds the limit of %llu bytes", (unsigned long long)hlen,
+                         (unsigned long long)kMaxHeaderBytes));
   if (hlen > size - 8)
     return err(strformat("offset 0: header length %llu runs past the end of the file (%zu bytes)",
                          (unsigned long long)hlen, size));
   json h;
+  std::set<std::string> keys;
+  std::string duplicate;
+  // nlohmann keeps the last of duplicate keys silently; a header naming a tensor twice is
+  // ambiguous, so the parse callback catches it.
+  auto on_event = [&](int depth, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::key && depth == 1 && !keys.insert(parsed.get<std::string>()).second)
+      duplicate = parsed.get<std::string>();
+    return true;
+  };
   try {
-    h = json::parse(data + 8, data + 8 + hlen);
+    h = json::parse(data + 8, data + 8 + hlen, on_event);
   } catch (const json::parse_error& e) {
     return err(strformat("offset %llu: header is not valid JSON: %s", (unsigned long long)(8 + e.byte - 1), e.what()));
   }
   if (!h.is_object()) return err("offset 8: header is not a JSON object");
+  if (!duplicate.empty()) return err("header names '" + duplicate + "' twice");
 
   SafetensorsFile f;
   f.name_ = name;
@@ -94,14 +112,17 @@ Expected<SafetensorsFile> SafetensorsFile::parse(const uint8_t* data, size_t siz
     if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
       return bad("data_offsets: expected [begin, end] as non-negative integers");
     uint64_t b = off[0].get<uint64_t>(), en = off[1].get<uint64_t>();
-    if (b > en) return bad(strformat("data_offsets: begin %llu > end %llu", (unsigned long long)b, (unsigned long long)en));
+    if (b > en)
+      return bad(strformat("data_offsets: begin %llu > end %llu", (unsigned long long)b, (unsigned long long)en));
     if (en > data_size)
       return bad(strformat("data_offsets: [%llu, %llu) past the end of the data section (%zu bytes)",
                            (unsigned long long)b, (unsigned long long)en, data_size));
-    if (en - b != numel * dtype_size(e.dtype))
+    const uint64_t esize = dtype_size(e.dtype);
+    if (numel > UINT64_MAX / esize)  // checked before multiplying: a wrapped product could match
+      return bad(strformat("shape %s x %s needs more than 2^64 bytes", e.shape.str().c_str(), st_dtype_name(e.dtype)));
+    if (en - b != numel * esize)
       return bad(strformat("data_offsets: %llu bytes, but shape %s x %s needs %llu", (unsigned long long)(en - b),
-                           e.shape.str().c_str(), st_dtype_name(e.dtype),
-                           (unsigned long long)(numel * dtype_size(e.dtype))));
+                           e.shape.str().c_str(), st_dtype_name(e.dtype), (unsigned long long)(numel * esize)));
     e.begin = size_t(b);
     e.end = size_t(en);
     f.entries_.push_back(std::move(e));
@@ -113,8 +134,7 @@ Expected<SafetensorsFile> SafetensorsFile::parse(const uint8_t* data, size_t siz
   const SafetensorsEntry* reach = nullptr;  // the tensor reaching furthest so far
   for (auto* e : by_offset) {
     if (e->end == e->begin) continue;  // empty tensors occupy no bytes
-    if (reach && e->begin < reach->end)
-      return err("tensors '" + reach->name + "' and '" + e->name + "' overlap");
+    if (reach && e->begin < reach->end) return err("tensors '" + reach->name + "' and '" + e->name + "' overlap");
     if (!reach || e->end > reach->end) reach = e;
   }
   return f;
@@ -153,7 +173,8 @@ std::string encode_safetensors(const std::vector<std::pair<std::string, Tensor>>
                  t.device().str().c_str());
     TROUPE_CHECK(!h.contains(name), "write_safetensors: tensor name '%s' appears twice", name.c_str());
     dense.push_back(t.contiguous());
-    h[name] = {{"dtype", st_dtype_name(t.dtype())}, {"shape", t.shape().vec()}, {"data_offsets", {off, off + t.nbytes()}}};
+    h[name] = {
+        {"dtype", st_dtype_name(t.dtype())}, {"shape", t.shape().vec()}, {"data_offsets", {off, off + t.nbytes()}}};
     off += t.nbytes();
   }
   std::string hs = h.dump();

