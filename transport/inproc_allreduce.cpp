@@ -7,56 +7,53 @@
 
 namespace troupe::transport {
 
-InprocAllReduce::InprocAllReduce(std::string name, int ranks)
-    : name_(std::move(name)), ranks_(ranks), bufs_(size_t(ranks), nullptr), done_(size_t(ranks)) {
+InprocAllReduce::InprocAllReduce(std::string name, int ranks) : name_(std::move(name)), ranks_(ranks) {
   TROUPE_CHECK(ranks > 0, "all-reduce %s: %d ranks", name_.c_str(), ranks);
 }
 
-void InprocAllReduce::contribute(int rank, float* data, int64_t n, std::function<void(bool)> done) {
-  std::vector<std::function<void(bool)>> callbacks;
+void InprocAllReduce::contribute(int rank, int bucket, float* data, int64_t n, std::function<void(bool)> done) {
+  Bucket full;
   {
     std::lock_guard<std::mutex> lk(mu_);
     if (aborted_) {
-      if (done) done(false);  // no lock needed for the caller's own callback, but it is short
+      if (done) done(false);  // the caller's own callback: short, and it never re-enters
       return;
     }
-    TROUPE_CHECK(rank >= 0 && rank < ranks_ && !bufs_[size_t(rank)], "all-reduce %s: rank %d offered twice or out of range",
-                 name_.c_str(), rank);
-    TROUPE_CHECK(n_ < 0 || n == n_, "all-reduce %s: rank %d offers %lld floats, others %lld", name_.c_str(), rank,
-                 (long long)n, (long long)n_);
-    n_ = n;
-    bufs_[size_t(rank)] = data;
-    done_[size_t(rank)] = std::move(done);
-    if (++arrived_ < ranks_) return;
-    // Last to arrive: reduce in rank order into rank 0's buffer, then broadcast.
-    float* acc = bufs_[0];
-    for (int r = 1; r < ranks_; r++) {
-      const float* b = bufs_[size_t(r)];
-      for (int64_t i = 0; i < n; i++) acc[i] += b[i];
-    }
-    for (int r = 1; r < ranks_; r++) std::memcpy(bufs_[size_t(r)], acc, size_t(n) * sizeof(float));
-    callbacks.swap(done_);
-    done_.assign(size_t(ranks_), nullptr);
-    bufs_.assign(size_t(ranks_), nullptr);
-    arrived_ = 0;
-    n_ = -1;
+    Bucket& b = pending_[bucket];
+    if (b.bufs.empty()) b.bufs.assign(size_t(ranks_), nullptr), b.done.resize(size_t(ranks_));
+    TROUPE_CHECK(rank >= 0 && rank < ranks_ && !b.bufs[size_t(rank)],
+                 "all-reduce %s: rank %d offered bucket %d twice or is out of range", name_.c_str(), rank, bucket);
+    TROUPE_CHECK(b.n < 0 || n == b.n, "all-reduce %s: rank %d offers %lld floats in bucket %d, others %lld",
+                 name_.c_str(), rank, (long long)n, bucket, (long long)b.n);
+    b.n = n;
+    b.bufs[size_t(rank)] = data;
+    b.done[size_t(rank)] = std::move(done);
+    if (++b.arrived < ranks_) return;
+    full = std::move(b);  // last to arrive: this thread owns the bucket now
+    pending_.erase(bucket);
   }
-  for (auto& cb : callbacks)
+  // Reduce in rank order into rank 0's buffer, then broadcast; outside the lock, so other
+  // buckets proceed meanwhile.
+  float* acc = full.bufs[0];
+  for (int r = 1; r < ranks_; r++) {
+    const float* src = full.bufs[size_t(r)];
+    for (int64_t i = 0; i < n; i++) acc[i] += src[i];
+  }
+  for (int r = 1; r < ranks_; r++) std::memcpy(full.bufs[size_t(r)], acc, size_t(n) * sizeof(float));
+  for (auto& cb : full.done)
     if (cb) cb(true);
 }
 
 void InprocAllReduce::abort() {
-  std::vector<std::function<void(bool)>> callbacks;
+  std::map<int, Bucket> pending;
   {
     std::lock_guard<std::mutex> lk(mu_);
     aborted_ = true;
-    callbacks.swap(done_);
-    done_.assign(size_t(ranks_), nullptr);
-    bufs_.assign(size_t(ranks_), nullptr);
-    arrived_ = 0;
+    pending.swap(pending_);
   }
-  for (auto& cb : callbacks)
-    if (cb) cb(false);
+  for (auto& [id, b] : pending)
+    for (auto& cb : b.done)
+      if (cb) cb(false);
 }
 
 }  // namespace troupe::transport

@@ -140,7 +140,9 @@ Transformer::Transformer(const ModelConfig& cfg, StageRange stage)
   }
   w_->layers.resize(size_t(n_stage_layers()));
   g_->layers.resize(size_t(n_stage_layers()));
+  std::vector<size_t> group_spec;  // index of each layer's first spec, then the head's
   for (int i = 0; i < n_stage_layers(); i++) {
+    group_spec.push_back(specs.size());
     int l = stage_.first_layer + i;
     auto& W = w_->layers[size_t(i)];
     auto& G = g_->layers[size_t(i)];
@@ -173,6 +175,7 @@ Transformer::Transformer(const ModelConfig& cfg, StageRange stage)
       add(p + "mlp.down_proj.weight", {C, H}, true, &W.proj_w, &G.proj_w);
     }
   }
+  group_spec.push_back(specs.size());
   if (stage_.head) {
     add(gpt2 ? "ln_f.weight" : "norm.weight", {C}, false, &w_->lnf_w, &g_->lnf_w);
     if (gpt2) add("ln_f.bias", {C}, false, &w_->lnf_b, &g_->lnf_b);
@@ -190,6 +193,9 @@ Transformer::Transformer(const ModelConfig& cfg, StageRange stage)
   param_buf_ = Tensor::zeros({total});
   grad_buf_ = Tensor::zeros({total});
   int64_t off = 0;
+  std::vector<int64_t> spec_off{0};  // where spec k starts
+  for (auto& s : specs) spec_off.push_back(spec_off.back() + Shape(s.shape).numel());
+  for (size_t g : group_spec) layer_off_.push_back(spec_off[g]);
   for (auto& s : specs) {
     int64_t n = Shape(s.shape).numel();
     Tensor pv = param_buf_.slice(0, off, off + n).view(Shape(s.shape));
@@ -552,17 +558,21 @@ void Transformer::backward(const float* d_output, float dloss_scale, int slot) {
     TROUPE_CHECK(d_output != nullptr, "stage ending at layer %d needs the output gradient", stage_.last_layer);
     std::memcpy(dx, d_output, size_t(N) * C * 4);
   }
+  const int64_t total = num_params();
+  if (grad_ready_ && total > layer_off_[size_t(L)]) grad_ready_(layer_off_[size_t(L)], total - layer_off_[size_t(L)]);
 
   for (int i = L - 1; i >= 0; i--) {
     LayerActs& a = layer_acts(i);
     if (recompute_) layer_forward(i, A.xs[size_t(i)], A.dinput /*scratch for the unused output*/, a, B, T);
     layer_backward(i, A.xs[size_t(i)], dx, dx_next, a, B, T);
     std::swap(dx, dx_next);
+    if (grad_ready_) grad_ready_(layer_off_[size_t(i)], layer_off_[size_t(i) + 1] - layer_off_[size_t(i)]);
   }
 
   if (stage_.embedding) {
     // forward: xs[0] = wte[tokens] + wpe[t]
     ops::embedding_backward(g_->wte, g_->wpe, dx, A.tokens.data(), B, T, C);
+    if (grad_ready_ && layer_off_[0] > 0) grad_ready_(0, layer_off_[0]);
   } else {
     std::memcpy(A.dinput, dx, size_t(N) * C * 4);
   }

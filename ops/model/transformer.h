@@ -11,6 +11,7 @@
 // size, H MLP hidden size (4C for GPT-2), V vocabulary, L layers.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -119,6 +120,14 @@ class Transformer {
 
   int64_t activation_bytes() const;  // bytes held by all slots
 
+  // Gradient readiness, for data parallelism that reduces while backward still runs:
+  // when set, the next backward calls f(offset, count) each time a group of gradients
+  // (offsets into grad_data()) has its final value for that backward — the head, then
+  // each layer from the last to the first, then the embedding; the groups tile the
+  // buffer from its end to its start. The runtime sets it only for a step's last
+  // backward, after which the accumulated gradients are complete.
+  void set_grad_ready_hook(std::function<void(int64_t offset, int64_t count)> f) { grad_ready_ = std::move(f); }
+
   // FLOPs of forward + backward per token at sequence length T: 6 * (matmul params) +
   // 6 * L * T * C for causal attention (QK^T and AV, forward plus twice that backward).
   static double train_flops_per_token(const ModelConfig& cfg, int T);
@@ -143,6 +152,10 @@ class Transformer {
   std::unique_ptr<Weights> w_, g_;
   std::vector<std::unique_ptr<Activations>> slots_;
   Activations* acts_ = nullptr;  // the slot the current forward or backward works on
+  // Where each gradient group starts in the flat buffer: layer i at layer_off_[i], the
+  // head at layer_off_[L] (= the end of the last layer); the embedding ends at layer_off_[0].
+  std::vector<int64_t> layer_off_;
+  std::function<void(int64_t, int64_t)> grad_ready_;
 };
 
 // Learning-rate schedule: linear warmup to lr, then cosine decay to min_lr at

@@ -171,3 +171,50 @@ TEST_CASE("activation slots hold several microbatches between forward and backwa
     CHECK_THROWS_WITH(slotted.backward(nullptr, scale, 7), Catch::Contains("slot 7 before its forward"));
   }
 }
+
+TEST_CASE("gradient readiness: groups tile the buffer backwards and are final when announced", "[model][grad_ready]") {
+  // Whole models and middle / first / last stages; tied (GPT-2) and untied (Llama) heads.
+  for (ModelConfig cfg : {ModelConfig::gpt2(3, 2, 32, 53, 16), ModelConfig::llama(3, 4, 2, 32, 40, 53, 16)}) {
+    for (StageRange range : {StageRange::full(), StageRange{0, 1, true, false}, StageRange{1, 2, false, false},
+                             StageRange{2, 3, false, true}}) {
+      INFO(cfg.str() << " layers [" << range.first_layer << ", " << range.last_layer << ")");
+      Transformer m(cfg, range);
+      m.init_weights(4);
+      m.zero_grad();
+      Batch b = make_batch(cfg.vocab_size, 31);
+      const int64_t N = int64_t(b.B) * b.T, C = cfg.d_model;
+      std::vector<float> input(static_cast<size_t>(N * C)), dout(static_cast<size_t>(N * C));
+      RngStream r(8, {1});
+      r.fill_normal(input.data(), N * C, 0, 1);
+      r.fill_normal(dout.data(), N * C, 0, 0.1f);
+      auto fwd = [&] {
+        m.forward(b.tokens.data(), range.embedding ? nullptr : input.data(), range.head ? b.targets.data() : nullptr,
+                  b.B, b.T);
+      };
+      fwd();
+      m.backward(range.head ? nullptr : dout.data(), 0.01f);  // a first microbatch: no announcements
+      struct Group {
+        int64_t off, n;
+        std::vector<float> at_announce;
+      };
+      std::vector<Group> groups;
+      m.set_grad_ready_hook([&](int64_t off, int64_t n) {
+        groups.push_back({off, n, std::vector<float>(m.grad_data() + off, m.grad_data() + off + n)});
+      });
+      fwd();
+      m.backward(range.head ? nullptr : dout.data(), 0.01f);
+      m.set_grad_ready_hook(nullptr);
+      REQUIRE(!groups.empty());
+      int64_t end = m.num_params();
+      for (auto& g : groups) {  // contiguous, from the end of the buffer to its start
+        CHECK(g.off + g.n == end);
+        CHECK(g.n > 0);
+        end = g.off;
+        CHECK(std::memcmp(g.at_announce.data(), m.grad_data() + g.off, size_t(g.n) * 4) == 0);
+      }
+      CHECK(end == 0);
+      const StageRange& st = m.stage();  // full() resolved to [0, L)
+      CHECK(groups.size() == size_t(st.last_layer - st.first_layer) + (st.embedding ? 1 : 0) + (st.head ? 1 : 0));
+    }
+  }
+}
