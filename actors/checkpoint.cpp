@@ -56,7 +56,8 @@ static Expected<uint64_t> file_checksum(const std::string& path) {
 }
 
 Expected<std::string> write_checkpoint(const std::string& dir, const Manifest& manifest,
-                                       const std::vector<StageSnapshot>& stages, int keep) {
+                                       const std::vector<StageSnapshot>& stages, int keep,
+                                       const std::function<void(const std::string& shard)>& after_shard) {
   std::string name = strformat("step-%08lld", (long long)manifest.step);
   fs::path final_dir = fs::path(dir) / name, tmp = fs::path(dir) / (name + ".tmp");
   std::error_code ec;
@@ -75,6 +76,7 @@ Expected<std::string> write_checkpoint(const std::string& dir, const Manifest& m
     auto sum = file_checksum((tmp / file).string());
     if (!sum) return sum.error();
     j["shards"].push_back({{"file", file}, {"fnv1a64", strformat("%016llx", (unsigned long long)*sum)}});
+    if (after_shard) after_shard(s.name);
   }
   std::string text = j.dump(2);
   if (auto ok = write_file_atomic((tmp / "manifest.json").string(), {{text.data(), text.size()}}); !ok) return ok.error();

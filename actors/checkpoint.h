@@ -5,6 +5,7 @@
 // Tensors are saved by parameter name (with the AdamW moments as "adam_m.NAME" and
 // "adam_v.NAME"), so a checkpoint loads into any pipeline / data-parallel layout.
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -37,8 +38,11 @@ struct Manifest {
 };
 
 // Writes the snapshots as DIR/step-NNNNNNNN/ and keeps the newest `keep` checkpoints.
+// after_shard (if set) runs after each shard file is complete; an exception from it
+// abandons the write half-way (fault injection tests that this never publishes).
 Expected<std::string> write_checkpoint(const std::string& dir, const Manifest& manifest,
-                                       const std::vector<StageSnapshot>& stages, int keep);
+                                       const std::vector<StageSnapshot>& stages, int keep,
+                                       const std::function<void(const std::string& shard)>& after_shard = {});
 
 struct Loaded {
   std::string path;

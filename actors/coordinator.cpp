@@ -3,6 +3,9 @@
 #include <chrono>
 #include <climits>
 #include <cmath>
+#include <algorithm>
+
+#include "core/rng.h"
 
 #include <nlohmann/json.hpp>
 
@@ -10,7 +13,12 @@ namespace troupe::actors {
 
 Coordinator::Coordinator(caf::actor_system& sys, JobConfig job) : sys_(sys), job_(std::move(job)) {}
 
-Coordinator::~Coordinator() { stop_graph(); }
+Coordinator::~Coordinator() {
+  if (write_) write_->result.wait();  // never leave a write half-done on purpose
+  stop_graph();
+  for (auto& w : {snapshotter_, writer_})
+    if (w) caf::anon_send_exit(w, caf::exit_reason::user_shutdown);
+}
 
 void Coordinator::stop_graph() {
   for (auto& ch : channels_) {  // no callbacks into actors that are going away
@@ -26,24 +34,140 @@ void Coordinator::stop_graph() {
   stages_.clear();
 }
 
-Expected<void> Coordinator::snapshot(int64_t steps_done) {
-  caf::scoped_actor self{sys_};
-  auto snap = std::make_shared<std::map<std::string, Tensor>>();
-  std::string err;
-  int opt_steps = 0;
-  for (auto& a : stages_[0])
-    self->request(a, caf::infinite, snapshot_atom::value)
-        .receive(
-            [&](SnapshotMsg& m) {
-              for (auto& [name, t] : m.snapshot->tensors) (*snap)[name] = t;
-              opt_steps = m.snapshot->optimizer_steps;
-            },
-            [&](caf::error& e) { err = sys_.render(e); });
-  if (!err.empty()) return make_error("snapshot: " + err);
-  snapshot_ = std::move(snap);
-  snapshot_step_ = steps_done;
-  snapshot_opt_steps_ = opt_steps;
+Expected<CheckpointReport> Coordinator::after_step(int64_t steps_done, bool force_snapshot) {
+  auto t0 = std::chrono::steady_clock::now();
+  const auto& c = job_.checkpoint;
+  CheckpointReport report;
+  report.disk = c.disk_every > 0 && steps_done > 0 && steps_done % c.disk_every == 0;
+  report.snapshot = force_snapshot || report.disk || (c.snapshot_every > 0 && steps_done % c.snapshot_every == 0);
+  // A finished write is reported now; a new one waits for the one in flight (one at a time).
+  if (auto ok = collect_write(report, report.disk); !ok) return ok.error();
+  if (report.snapshot && snapshot_step_ != steps_done) {
+    // Pin replica 0's stages (replicas hold identical state after each step).
+    caf::scoped_actor self{sys_};
+    CheckpointOrder order;
+    order.step = steps_done;
+    std::string err;
+    for (auto& a : stages_[0])
+      self->request(a, caf::infinite, snapshot_atom::value)
+          .receive([&](SnapshotSource& src) { order.sources.push_back(std::move(src)); },
+                   [&](caf::error& e) { err = sys_.render(e); });
+    if (!err.empty()) {  // release what was pinned
+      for (auto& src : order.sources) caf::anon_send(src.owner, released_atom::value);
+      return make_error("snapshot: " + err);
+    }
+    order.copied = std::make_shared<std::promise<SnapshotPtr>>();
+    snapshot_ = order.copied->get_future().share();
+    snapshot_step_ = steps_done;
+    caf::anon_send(snapshotter_, checkpoint_atom::value, std::move(order));
+  }
+  if (report.disk) {
+    write_ = PendingWrite{steps_done, snapshot_, {}, 0};
+    start_write(*write_);
+  }
+  report.stall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  pin_stall_seconds_ += report.stall_seconds;
+  return report;
+}
+
+void Coordinator::start_write(PendingWrite& w) {
+  CheckpointOrder order;
+  order.step = w.step;
+  order.snapshot = w.snapshot;
+  auto written = std::make_shared<std::promise<WriteResult>>();
+  w.result = written->get_future();
+  order.written = std::move(written);
+  order.manifest.step = w.step;
+  order.manifest.layout = strformat("pp=%d dp=%d", job_.parallel.pp, job_.parallel.dp);
+  order.manifest.data_seed = job_.data.seed;
+  order.dir = job_.checkpoint.dir;
+  order.keep = job_.checkpoint.keep;
+  for (auto& f : faults_)
+    if (!f.second && f.first.phase == "checkpoint") order.faults.push_back(f.first);
+  w.attempts++;
+  caf::anon_send(writer_, checkpoint_atom::value, std::move(order));
+}
+
+Expected<void> Coordinator::collect_write(CheckpointReport& report, bool wait) {
+  while (write_) {
+    if (!wait && write_->result.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return {};
+    WriteResult r;
+    try {
+      r = write_->result.get();
+    } catch (const std::exception& e) {  // the writer died without answering
+      r = {false, std::string("checkpoint writer died: ") + e.what(), 0};
+    }
+    if (r.ok) {
+      report.published.push_back(r.path_or_error);
+      write_.reset();
+      return {};
+    }
+    if (r.path_or_error.rfind("checkpoint writer died", 0) != 0 || write_->attempts >= 3)
+      return make_error(strformat("checkpoint of step %lld: %s", (long long)write_->step, r.path_or_error.c_str()));
+    // The writer crashed mid-write: what it wrote stays unpublished (*.tmp). Restart it
+    // (one_for_one: nothing else depends on it) and write the same host copy again.
+    for (auto& f : faults_)
+      if (f.first.phase == "checkpoint" && f.first.step == write_->step) f.second = true;
+    writer_ = sys_.spawn<caf::detached>(checkpoint_writer_fn);
+    restarts_++;
+    report.events.push_back(strformat("%s; restarted the checkpoint writer, writing step %lld again", r.path_or_error.c_str(),
+                                      (long long)write_->step));
+    start_write(*write_);
+    wait = true;  // the retry is collected now: the failure is already on the caller's path
+  }
   return {};
+}
+
+Expected<void> Coordinator::restore_all(std::shared_ptr<const std::map<std::string, Tensor>> tensors,
+                                       int optimizer_steps) {
+  caf::scoped_actor self{sys_};
+  std::string err;
+  for (auto& replica : stages_)
+    for (auto& a : replica)
+      self->request(a, caf::infinite, restore_atom::value, RestoreMsg{tensors, optimizer_steps})
+          .receive([](bool) {}, [&](caf::error& e) { err = sys_.render(e); });
+  if (!err.empty()) return make_error(err);
+  return {};
+}
+
+Expected<void> Coordinator::scale_dp(int n, int64_t steps_done) {
+  // The microbatch size stays (memory per microbatch does not change) and so does the
+  // global batch: n replicas run batch_size / (n B) microbatches each.
+  JobConfig next = job_;
+  const int B = train_->B();
+  if (n < 1 || job_.data.batch_size % (n * B) != 0)
+    return make_error(strformat("scale dp %d: the batch of %d sequences does not split into %d replicas of "
+                                "microbatches of %d", n, job_.data.batch_size, n, B));
+  next.parallel.dp = n;
+  next.parallel.microbatches = job_.data.batch_size / (n * B);
+  if (auto ok = next.validate(); !ok) return make_error("scale dp " + std::to_string(n) + ": " + ok.error().message);
+  auto sched = pipeline::make_schedule(next.parallel.schedule, next.parallel.pp, next.parallel.microbatches,
+                                       schedule_.chunks);
+  if (!sched) return make_error("scale dp " + std::to_string(n) + ": " + sched.error().message);
+  auto rep = after_step(steps_done, true);
+  if (!rep) return rep.error();
+  SnapshotPtr snap;
+  try {
+    snap = snapshot_.get();
+  } catch (const std::exception& e) {
+    return make_error(std::string("scale dp: snapshot failed: ") + e.what());
+  }
+  stop_graph();
+  job_ = std::move(next);
+  schedule_ = std::move(*sched);
+  train_ = std::make_unique<data::BatchSampler>(*dataset_, data::Split::Train,
+                                                job_.data.batch_size / (n * job_.parallel.microbatches),
+                                                job_.data.seq_len, uint64_t(job_.data.seed));
+  spawn_graph();
+  auto tensors = std::shared_ptr<const std::map<std::string, Tensor>>(snap, &snap->tensors);
+  if (auto ok = restore_all(tensors, snap->optimizer_steps); !ok) return make_error("scale dp: restore: " + ok.error().message);
+  return {};
+}
+
+Expected<CheckpointReport> Coordinator::flush_checkpoints() {
+  CheckpointReport report;
+  if (auto ok = collect_write(report, true); !ok) return ok.error();
+  return report;
 }
 
 Expected<int64_t> Coordinator::recover(int64_t failed_step) {
@@ -62,21 +186,20 @@ Expected<int64_t> Coordinator::recover(int64_t failed_step) {
   stop_graph();
   spawn_graph();
   restarts_++;
-  if (!snapshot_) return make_error("no snapshot to restore from (checkpoint.snapshot_every = 0)");
-  caf::scoped_actor self{sys_};
-  std::string err;
-  for (auto& replica : stages_)
-    for (auto& a : replica)
-      self->request(a, caf::infinite, restore_atom::value, RestoreMsg{snapshot_, snapshot_opt_steps_})
-          .receive([](bool) {}, [&](caf::error& e) { err = sys_.render(e); });
-  if (!err.empty()) return make_error("restore: " + err);
-  return snapshot_step_;
+  if (!snapshot_.valid()) return make_error("no snapshot to restore from (checkpoint.snapshot_every = 0)");
+  SnapshotPtr snap;
+  try {
+    snap = snapshot_.get();  // the copy of the stages as they were (it may still be running)
+  } catch (const std::exception& e) {
+    return make_error(strformat("the snapshot of step %lld was lost: %s", (long long)snapshot_step_, e.what()));
+  }
+  auto tensors = std::shared_ptr<const std::map<std::string, Tensor>>(snap, &snap->tensors);
+  if (auto ok = restore_all(tensors, snap->optimizer_steps); !ok) return make_error("restore: " + ok.error().message);
+  return snap->step;
 }
 
 Expected<void> Coordinator::start() {
   const auto& j = job_;
-  if (j.parallel.schedule == "interleaved")
-    return make_error(j.source + ": parallel.schedule: the interleaved schedule is not executed by stages yet");
   if (j.model.arch == "gpt2" && j.parallel.pp > 1)
     return make_error(j.source + ": model.arch: GPT-2's tied embeddings across pipeline stages are not "
                                  "synchronized yet; use arch = \"llama\" (untied) with pp > 1");
@@ -101,8 +224,12 @@ Expected<void> Coordinator::start() {
   // Each replica runs m microbatches of batch_size / (dp m) sequences per step.
   train_ = std::make_unique<data::BatchSampler>(*dataset_, data::Split::Train, j.data.batch_size / (dp * m),
                                                 j.data.seq_len, uint64_t(j.data.seed));
-  auto sched = pipeline::make_schedule(j.parallel.schedule, p, m, 1);
-  if (!sched) return sched.error();
+  const int v = j.parallel.schedule == "interleaved" ? j.parallel.virtual_stages : 1;
+  auto sched = pipeline::make_schedule(j.parallel.schedule, p, m, v);
+  if (!sched) return make_error(j.source + ": parallel.schedule: " + sched.error().message);
+  if (model_cfg_.n_layer < p * v)
+    return make_error(strformat("%s: parallel: %d stages x %d virtual stages need at least %d layers (model.n_layer = %d)",
+                                j.source.c_str(), p, v, p * v, model_cfg_.n_layer));
   schedule_ = std::move(*sched);
 
   model::OptimConfig oc;
@@ -117,77 +244,93 @@ Expected<void> Coordinator::start() {
   oc.grad_clip = float(j.optimizer.grad_clip);
 
   // Layers split as evenly as possible, earlier stages taking the remainder.
-  std::vector<int> cut{0};
-  for (int s = 0; s < p; s++) cut.push_back(cut.back() + model_cfg_.n_layer / p + (s < model_cfg_.n_layer % p));
   oc_ = oc;
-  cut_ = cut;
   for (auto& k : j.fault.kill) {
     FaultSpec f = parse_fault_spec(k).value();
-    if (f.phase == "checkpoint")
-      return make_error(j.source + ": fault.kill: '" + k + "': faults during a checkpoint write are not injected yet");
+    if (f.phase == "checkpoint" && (j.checkpoint.disk_every <= 0 || f.step % j.checkpoint.disk_every != 0))
+      return make_error(strformat("%s: fault.kill: '%s': no checkpoint is written after step %d "
+                                  "(checkpoint.disk_every = %d)", j.source.c_str(), k.c_str(), f.step,
+                                  j.checkpoint.disk_every));
     faults_.push_back({f, false});
   }
+  // A seeded random plan: fault.random_count kills at distinct steps in [2, steps], each
+  // on a random stage actor in a random phase. The same seed gives the same plan.
+  if (j.fault.random_count > 0) {
+    if (j.fault.random_count > j.train.steps - 1)
+      return make_error(strformat("%s: fault.random_count: %d kills need at least %d steps", j.source.c_str(),
+                                  j.fault.random_count, j.fault.random_count + 1));
+    RngStream r(uint64_t(j.fault.random_seed), {0x6661756c74ull});  // "fault"
+    std::vector<int> steps;
+    for (uint64_t i = 0; int(steps.size()) < j.fault.random_count; i += 4) {
+      int step = 2 + int(r.bits(i) % uint32_t(j.train.steps - 1));
+      if (std::find(steps.begin(), steps.end(), step) != steps.end()) continue;
+      steps.push_back(step);
+      static const char* phases[] = {"forward", "backward", "optimizer"};
+      int s = int(r.bits(i + 1) % uint32_t(p)), rep = int(r.bits(i + 2) % uint32_t(dp));
+      FaultSpec f{dp > 1 ? strformat("stage%d.replica%d", s, rep) : strformat("stage%d", s), step,
+                  phases[r.bits(i + 3) % 3]};
+      faults_.push_back({f, false});
+    }
+  }
+  snapshotter_ = sys_.spawn<caf::detached>(checkpoint_writer_fn);
+  writer_ = sys_.spawn<caf::detached>(checkpoint_writer_fn);
   spawn_graph();
   return {};
 }
 
 void Coordinator::spawn_graph() {
   const auto& j = job_;
-  const int p = j.parallel.pp, dp = j.parallel.dp;
-  const auto& cut = cut_;
-  const auto& oc = oc_;
+  const int p = j.parallel.pp, dp = j.parallel.dp, v = schedule_.chunks, G = p * v;
   channels_.clear();
   nodes_.clear();
   edges_.clear();
   stages_.clear();
+  // One all-reduce group per model chunk, shared by that chunk's replicas.
   std::vector<std::shared_ptr<transport::InprocAllReduce>> groups;
-  for (int s = 0; s < p; s++)
-    groups.push_back(std::make_shared<transport::InprocAllReduce>(strformat("stage%d.grads", s), dp));
+  for (int g = 0; g < G; g++)
+    groups.push_back(std::make_shared<transport::InprocAllReduce>(strformat("chunk%d.grads", g), dp));
   auto node = [&](int r, int s) { return dp > 1 ? strformat("stage%d.replica%d", s, r) : strformat("stage%d", s); };
+  auto chunk_name = [&](int r, int g) { return v > 1 ? strformat("%s.chunk%d", node(r, g % p).c_str(), g / p) : node(r, g); };
   stages_.resize(size_t(dp));
   for (int r = 0; r < dp; r++) {
-    std::vector<transport::InprocChannel*> act(size_t(p), nullptr), grad(size_t(p), nullptr);
-    for (int s = 0; s + 1 < p; s++) {
-      // Slots bound the microbatches in flight between two stages (1F1B needs at most p).
-      channels_.push_back(std::make_unique<transport::InprocChannel>(node(r, s) + "->" + node(r, s + 1), p));
-      act[size_t(s)] = channels_.back().get();
-      channels_.push_back(std::make_unique<transport::InprocChannel>(node(r, s) + "<-" + node(r, s + 1), p));
-      grad[size_t(s)] = channels_.back().get();
-      edges_.push_back({node(r, s), node(r, s + 1), "activations", p});
-      edges_.push_back({node(r, s + 1), node(r, s), "gradients", p});
+    // Chunk g (on stage g % p) sends activations to chunk g + 1 on act[g] and receives
+    // their gradient on grad[g]: one channel pair per edge, so each is FIFO in
+    // microbatch order under every schedule. Slots bound the microbatches in flight
+    // on an edge (1F1B needs at most p).
+    std::vector<transport::InprocChannel*> act, grad;
+    for (int g = 0; g + 1 < G; g++) {
+      channels_.push_back(std::make_unique<transport::InprocChannel>(chunk_name(r, g) + "->" + chunk_name(r, g + 1), p));
+      act.push_back(channels_.back().get());
+      channels_.push_back(std::make_unique<transport::InprocChannel>(chunk_name(r, g) + "<-" + chunk_name(r, g + 1), p));
+      grad.push_back(channels_.back().get());
+      edges_.push_back({node(r, g % p), node(r, (g + 1) % p), v > 1 ? strformat("activations (chunk %d)", g) : "activations", p});
+      edges_.push_back({node(r, (g + 1) % p), node(r, g % p), v > 1 ? strformat("gradients (chunk %d)", g + 1) : "gradients", p});
     }
     for (int s = 0; s < p; s++) {
       std::string name = strformat("stage%d", s);
-      std::vector<FaultSpec> faults;
+      StageSpec spec;
+      spec.name = name;
+      spec.model = model_cfg_;
+      spec.stage = s;
+      spec.stages = p;
+      spec.optim = oc_;
+      spec.seed = uint64_t(j.data.seed);
+      spec.dp_rank = r;
+      GraphNode n{node(r, s), dp > 1 ? "replica" : "stage", "cpu", {}};
+      for (int c = 0; c < v; c++) {
+        int g = c * p + s;
+        spec.chunks.push_back(pipeline::chunk_layers(model_cfg_.n_layer, p, v, g));
+        spec.links.push_back(pipeline::chunk_links(act, grad, g));
+        spec.dp_groups.push_back(groups[size_t(g)]);
+        n.layers.push_back({spec.chunks.back().first_layer, spec.chunks.back().last_layer});
+      }
       for (auto& f : faults_)
-        if (!f.second && (f.first.target == name || f.first.target == node(r, s))) faults.push_back(f.first);
-      StageSpec spec{name, model_cfg_, model::StageRange{cut[size_t(s)], cut[size_t(s) + 1], s == 0, s == p - 1}, oc,
-                     uint64_t(j.data.seed), {}, groups[size_t(s)], r, faults};
-      if (s > 0) spec.links.act_in = act[size_t(s - 1)], spec.links.grad_out = grad[size_t(s - 1)];
-      if (s + 1 < p) spec.links.act_out = act[size_t(s)], spec.links.grad_in = grad[size_t(s)];
+        if (!f.second && (f.first.target == name || f.first.target == node(r, s))) spec.faults.push_back(f.first);
       stages_[size_t(r)].push_back(sys_.spawn(stage_actor_fn, spec));
-      nodes_.push_back({node(r, s), dp > 1 ? "replica" : "stage", "cpu", cut[size_t(s)], cut[size_t(s) + 1]});
+      nodes_.push_back(std::move(n));
       if (r > 0) edges_.push_back({node(r, s), node(0, s), "all-reduce", 0});
     }
   }
-}
-
-Expected<std::string> Coordinator::checkpoint(int64_t steps_done) {
-  // Replicas hold identical parameters and moments after each step: save replica 0's.
-  caf::scoped_actor self{sys_};
-  std::vector<ckpt::StageSnapshot> snaps;
-  std::string err;
-  for (auto& a : stages_[0])
-    self->request(a, caf::infinite, snapshot_atom::value)
-        .receive([&](SnapshotMsg& m) { snaps.push_back(*m.snapshot); },
-                 [&](caf::error& e) { err = sys_.render(e); });
-  if (!err.empty()) return make_error("checkpoint: " + err);
-  ckpt::Manifest mf;
-  mf.step = steps_done;
-  mf.layout = strformat("pp=%d dp=%d", job_.parallel.pp, job_.parallel.dp);
-  mf.data_seed = job_.data.seed;
-  mf.optimizer_steps = snaps.empty() ? 0 : snaps[0].optimizer_steps;
-  return ckpt::write_checkpoint(job_.checkpoint.dir, mf, snaps, job_.checkpoint.keep);
 }
 
 Expected<int64_t> Coordinator::restore_latest(std::vector<std::string>* warnings) {
@@ -198,13 +341,7 @@ Expected<int64_t> Coordinator::restore_latest(std::vector<std::string>* warnings
     return make_error(strformat("%s: written with data.seed %lld, the job has %lld", loaded->path.c_str(),
                                 (long long)loaded->manifest.data_seed, (long long)job_.data.seed));
   auto tensors = std::make_shared<const std::map<std::string, Tensor>>(std::move(loaded->tensors));
-  caf::scoped_actor self{sys_};
-  std::string err;
-  for (auto& replica : stages_)
-    for (auto& a : replica)
-      self->request(a, caf::infinite, restore_atom::value, RestoreMsg{tensors, loaded->manifest.optimizer_steps})
-          .receive([](bool) {}, [&](caf::error& e) { err = sys_.render(e); });
-  if (!err.empty()) return make_error(loaded->path + ": " + err);
+  if (auto ok = restore_all(tensors, loaded->manifest.optimizer_steps); !ok) return make_error(loaded->path + ": " + ok.error().message);
   return loaded->manifest.step;
 }
 
@@ -233,6 +370,7 @@ Expected<StepMetrics> Coordinator::run_step(int64_t step) {
       pending.push_back(self->request(stages_[size_t(r)][s], caf::infinite, run_step_atom::value,
                                       StepOrder{step, data[size_t(r)], schedule_.plans[s], scale}));
   double sq = 0;
+  std::vector<double> chunk_sq(static_cast<size_t>(schedule_.stages * schedule_.chunks), 0.0);
   std::vector<float> losses;
   int64_t first_ns = INT64_MAX, last_ns = INT64_MIN, busy_ns = 0;
   std::string failure;  // the first stage error; every stage answers (peers fail too)
@@ -244,23 +382,15 @@ Expected<StepMetrics> Coordinator::run_step(int64_t step) {
     h.receive(
         [&](StepDone& d) {
           // After the all-reduce every replica holds the same gradients: count one.
-          if (replica0) sq += d.grad_sum_squares;  // in stage order: deterministic
+          if (replica0)
+            for (auto& [g, x] : d.grad_sum_squares) chunk_sq[size_t(g)] = x;
           losses.insert(losses.end(), d.losses.begin(), d.losses.end());  // replica order
           for (auto& sp : d.spans) {
             first_ns = std::min(first_ns, sp.start_ns);
             last_ns = std::max(last_ns, sp.end_ns);
             busy_ns += sp.end_ns - sp.start_ns;
-            if (tracing_) {
-              if (trace_epoch_ns_ < 0) trace_epoch_ns_ = sp.start_ns;
-              trace_events_.push_back(nlohmann::json{
-                  {"name", strformat("%c%d", sp.op == pipeline::Op::Forward ? 'F' : 'B', sp.microbatch)},
-                  {"cat", sp.op == pipeline::Op::Forward ? "forward" : "backward"},
-                  {"ph", "X"}, {"pid", 1}, {"tid", actor},
-                  {"ts", double(sp.start_ns - trace_epoch_ns_) / 1e3},
-                  {"dur", double(sp.end_ns - sp.start_ns) / 1e3},
-                  {"args", {{"step", step}}}}.dump());
-            }
           }
+          if (tracing_) trace_step(step, int(actor), d);
         },
         [&](caf::error& e) {
           // Report the root cause, not the peers that failed because of it.
@@ -271,6 +401,7 @@ Expected<StepMetrics> Coordinator::run_step(int64_t step) {
         });
   }
   if (!failure.empty()) return make_error(failure);
+  for (double x : chunk_sq) sq += x;  // in model order, whatever the layout: deterministic
   StepMetrics mt;
   if (last_ns > first_ns)
     mt.bubble_fraction = 1.0 - double(busy_ns) / (double(k) * double(last_ns - first_ns));
@@ -285,10 +416,14 @@ Expected<StepMetrics> Coordinator::run_step(int64_t step) {
       applied;
   for (auto& replica : stages_)
     for (auto& a : replica) applied.push_back(self->request(a, caf::infinite, apply_atom::value, step, lr, clip));
+  int64_t stall_ns = 0;
   for (auto& h : applied)
-    h.receive([](int64_t) {}, [&](caf::error& e) {
-      if (failure.empty()) failure = sys_.render(e);
-    });
+    h.receive([&](Applied& a) { stall_ns = std::max(stall_ns, a.stall_ns); },
+              [&](caf::error& e) {
+                if (failure.empty()) failure = sys_.render(e);
+              });
+  mt.checkpoint_stall_seconds = pin_stall_seconds_ + double(stall_ns) * 1e-9;
+  pin_stall_seconds_ = 0;
   if (!failure.empty()) return make_error(failure);
   double sum = 0;
   for (float l : losses) sum += l;
@@ -299,10 +434,30 @@ Expected<StepMetrics> Coordinator::run_step(int64_t step) {
   return mt;
 }
 
+void Coordinator::trace_step(int64_t step, int actor, const StepDone& d) {
+  if (d.spans.empty()) return;
+  if (trace_epoch_ns_ < 0) trace_epoch_ns_ = d.spans.front().start_ns;
+  auto event = [&](const std::string& name, const char* cat, int64_t start, int64_t end) {
+    trace_events_.push_back(nlohmann::json{{"name", name}, {"cat", cat}, {"ph", "X"}, {"pid", 1}, {"tid", actor},
+                                           {"ts", double(start - trace_epoch_ns_) / 1e3},
+                                           {"dur", double(end - start) / 1e3}, {"args", {{"step", step}}}}
+                                .dump());
+  };
+  int64_t prev_end = 0;
+  for (auto& sp : d.spans) {
+    // A gap between two instructions: the stage waited for an input or for credit.
+    if (prev_end && sp.start_ns > prev_end) event("idle", "idle", prev_end, sp.start_ns);
+    bool fwd = sp.op == pipeline::Op::Forward;
+    event(strformat("%c%d", fwd ? 'F' : 'B', sp.microbatch), fwd ? "forward" : "backward", sp.start_ns, sp.end_ns);
+    prev_end = sp.end_ns;
+  }
+  if (d.reduce_start_ns) event("all-reduce", "communication", d.reduce_start_ns, d.reduce_end_ns);
+}
+
 std::string Coordinator::graph_json() const {
   nlohmann::json j = {{"nodes", nlohmann::json::array()}, {"edges", nlohmann::json::array()}};
   for (auto& n : nodes_)
-    j["nodes"].push_back({{"name", n.name}, {"role", n.role}, {"device", n.device}, {"layers", {n.first_layer, n.last_layer}}});
+    j["nodes"].push_back({{"name", n.name}, {"role", n.role}, {"device", n.device}, {"layers", n.layers}});
   for (auto& e : edges_) j["edges"].push_back({{"from", e.from}, {"to", e.to}, {"kind", e.kind}, {"slots", e.slots}});
   return j.dump(2);
 }
@@ -320,12 +475,17 @@ std::string Coordinator::trace_json() const {
 
 std::string Coordinator::graph_dot() const {
   std::string s = "digraph troupe {\n  rankdir=LR;\n";
-  for (auto& n : nodes_)
-    s += strformat("  \"%s\" [shape=box, label=\"%s\\n%s, layers [%d, %d)\"];\n", n.name.c_str(), n.name.c_str(),
-                   n.device.c_str(), n.first_layer, n.last_layer);
+  for (auto& n : nodes_) {
+    std::string layers;
+    for (auto& [a, b] : n.layers) layers += strformat("%s[%d, %d)", layers.empty() ? "" : " ", a, b);
+    s += strformat("  \"%s\" [shape=box, label=\"%s\\n%s, layers %s\"];\n", n.name.c_str(), n.name.c_str(),
+                   n.device.c_str(), layers.c_str());
+  }
   for (auto& e : edges_) {
     std::string label = e.slots ? strformat("%s (%d slots)", e.kind.c_str(), e.slots) : e.kind;
-    const char* style = e.kind == "gradients" ? ", style=dashed" : e.kind == "all-reduce" ? ", style=dotted, dir=both" : "";
+    const char* style = e.kind.rfind("gradients", 0) == 0 ? ", style=dashed"
+                        : e.kind == "all-reduce"          ? ", style=dotted, dir=both"
+                                                          : "";
     s += strformat("  \"%s\" -> \"%s\" [label=\"%s\"%s];\n", e.from.c_str(), e.to.c_str(), label.c_str(), style);
   }
   return s + "}\n";

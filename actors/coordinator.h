@@ -9,11 +9,14 @@
 #include <caf/all.hpp>
 
 #include <chrono>
+#include <future>
+#include <optional>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "actors/checkpoint_writer.h"
 #include "actors/stage_actor.h"
 #include "core/data.h"
 #include "core/job.h"
@@ -30,11 +33,23 @@ struct StepMetrics {
   // Measured: 1 - (compute time of all stage actors) / (actors x span from the first
   // instruction's start to the last one's end). Waiting for inputs counts as idle.
   double bubble_fraction = 0;
+  // Time this step lost to checkpointing: the pins taken before it started plus the
+  // longest wait of a stage's optimizer step for the snapshot copy to release it.
+  double checkpoint_stall_seconds = 0;
+};
+
+// What the checkpoint policy did after a step.
+struct CheckpointReport {
+  bool snapshot = false;             // an in-memory snapshot was started
+  bool disk = false;                 // a disk write was started
+  double stall_seconds = 0;          // time the caller waited (pins, a write still in flight)
+  std::vector<std::string> published;  // checkpoints that finished writing meanwhile
+  std::vector<std::string> events;     // writer failures and their recovery, for the log
 };
 
 struct GraphNode {
   std::string name, role, device;
-  int first_layer = 0, last_layer = 0;
+  std::vector<std::pair<int, int>> layers;  // [first, last) of each model chunk it owns
 };
 struct GraphEdge {
   std::string from, to, kind;  // kind: activations | gradients
@@ -49,22 +64,39 @@ class Coordinator {
   Expected<void> start();
   // One training step; an error when a stage failed (the graph must then be recovered).
   Expected<StepMetrics> run_step(int64_t step);
-  // Keeps a host-memory copy of every stage's parameters and moments (steps_done steps).
-  Expected<void> snapshot(int64_t steps_done);
+  // The checkpoint policy after `steps_done` steps (checkpoint.snapshot_every, .disk_every;
+  // force: snapshot regardless): pins the stages and hands them to the snapshot writer,
+  // which copies them while the next step runs; a disk checkpoint is then written in the
+  // background. Finished writes are collected here, a crashed writer restarted and its
+  // checkpoint written again from the same host copy.
+  Expected<CheckpointReport> after_step(int64_t steps_done, bool force_snapshot = false);
+  // Waits for the disk write in flight, if any (end of run, `checkpoint now`).
+  Expected<CheckpointReport> flush_checkpoints();
   // Supervisor: restarts the stage actors (one_for_all) within the restart intensity,
   // restores the latest snapshot and returns the step to replay from.
   Expected<int64_t> recover(int64_t failed_step);
   int restarts() const { return restarts_; }
-  // Writes checkpoint.dir/step-N (N = steps completed); returns its path.
-  Expected<std::string> checkpoint(int64_t steps_done);
+  // The injected faults (fault.kill and the seeded random plan), for the log.
+  std::vector<FaultSpec> planned_faults() const {
+    std::vector<FaultSpec> out;
+    for (auto& f : faults_) out.push_back(f.first);
+    return out;
+  }
+  // Changes the number of data-parallel replicas between steps (`steps_done` completed):
+  // snapshots the stages, rebuilds the graph with n replicas and restores the snapshot
+  // into every one. Microbatch size and global batch stay; each replica runs
+  // batch_size / (n B) microbatches, so the step sees the same sequences.
+  Expected<void> scale_dp(int n, int64_t steps_done);
+  const JobConfig& job() const { return job_; }
   // Loads the newest good checkpoint into every stage (any pp/dp layout); returns the
   // step to resume at. Damaged newer checkpoints are skipped with a warning naming the file.
   Expected<int64_t> restore_latest(std::vector<std::string>* warnings);
   const std::vector<GraphNode>& nodes() const { return nodes_; }
   const std::vector<GraphEdge>& edges() const { return edges_; }
   std::string graph_json() const;
-  // Chrome trace (chrome://tracing, Perfetto): one track per stage actor, a span per
-  // forward/backward. Collected only after enable_trace().
+  // Chrome trace (chrome://tracing, Perfetto): one track per stage actor with a span per
+  // forward/backward, idle gaps between them (waiting for inputs or credit) and the
+  // gradient all-reduce (communication). Collected only after enable_trace().
   void enable_trace() { tracing_ = true; }
   std::string trace_json() const;
   std::string graph_dot() const;
@@ -83,17 +115,30 @@ class Coordinator {
   std::vector<GraphEdge> edges_;
   void spawn_graph();
   void stop_graph();
-  std::vector<int> cut_;  // layer boundaries of the stages
   model::OptimConfig oc_;
   std::vector<std::pair<FaultSpec, bool>> faults_;  // injected faults, fired?
-  std::shared_ptr<const std::map<std::string, Tensor>> snapshot_;
-  int64_t snapshot_step_ = 0;
-  int snapshot_opt_steps_ = 0;
+  // Checkpointing: one writer copies snapshots, the other writes them to disk.
+  checkpoint_writer snapshotter_, writer_;
+  std::shared_future<SnapshotPtr> snapshot_;  // the latest in-memory snapshot (may be copying)
+  int64_t snapshot_step_ = -1;
+  struct PendingWrite {
+    int64_t step = 0;
+    std::shared_future<SnapshotPtr> snapshot;
+    std::future<WriteResult> result;
+    int attempts = 0;
+  };
+  std::optional<PendingWrite> write_;
+  double pin_stall_seconds_ = 0;  // charged to the next step's metrics
+  void start_write(PendingWrite& w);
+  // Loads parameters and moments by name into every stage actor of the graph.
+  Expected<void> restore_all(std::shared_ptr<const std::map<std::string, Tensor>> tensors, int optimizer_steps);
+  Expected<void> collect_write(CheckpointReport& report, bool wait);
   int restarts_ = 0;
   std::vector<std::chrono::steady_clock::time_point> restart_times_;
   bool tracing_ = false;
   int64_t trace_epoch_ns_ = -1;
   std::vector<std::string> trace_events_;  // JSON objects
+  void trace_step(int64_t step, int actor, const StepDone& d);
 };
 
 }  // namespace troupe::actors

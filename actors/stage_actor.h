@@ -8,7 +8,8 @@
 //
 // Protocol per step (a few messages per stage, independent of microbatch count):
 //   coordinator -> stage: (run_step, StepOrder)      -> StepDone {losses, grad sum of squares}
-//     (with data parallelism the answer waits for the replicas' gradient all-reduce)
+//     (with data parallelism the answer waits for the replicas' gradient all-reduce,
+//     which runs in buckets started during the step's last backward of each chunk)
 //   coordinator -> stage: (apply, step, lr, scale)   -> step   (AdamW with the global clip scale)
 // and, between steps: (snapshot) -> a host copy of parameters and moments; (restore, ...).
 //
@@ -21,6 +22,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,6 +40,7 @@ using wake_atom = caf::atom_constant<caf::atom("wake")>;
 using reduced_atom = caf::atom_constant<caf::atom("reduced")>;
 using snapshot_atom = caf::atom_constant<caf::atom("snapshot")>;
 using restore_atom = caf::atom_constant<caf::atom("restore")>;
+using released_atom = caf::atom_constant<caf::atom("released")>;
 
 struct StepOrder {
   int64_t step = 0;
@@ -46,8 +49,19 @@ struct StepOrder {
   float dloss_scale = 1;
 };
 
-struct SnapshotMsg {
-  std::shared_ptr<const ckpt::StageSnapshot> snapshot;
+// A pin on a stage's live parameters and moments for the checkpoint writer to copy
+// while the stage runs its next forward and backward (which only read them). The
+// stage's next optimizer step waits until the writer sends released_atom.
+struct SnapshotSource {
+  std::string name;
+  std::vector<std::shared_ptr<model::Transformer>> models;  // one per model chunk
+  std::vector<std::shared_ptr<model::AdamW>> optims;
+  caf::actor owner;
+};
+
+struct Applied {
+  int64_t step = 0;
+  int64_t stall_ns = 0;  // time the step waited for a checkpoint copy to release the stage
 };
 struct RestoreMsg {
   std::shared_ptr<const std::map<std::string, Tensor>> tensors;  // all shards, by name
@@ -56,9 +70,13 @@ struct RestoreMsg {
 
 struct StepDone {
   int64_t step = 0;
-  std::vector<float> losses;  // last stage: per microbatch; others: empty
-  double grad_sum_squares = 0;
+  std::vector<float> losses;  // the stage with the head: per microbatch; others: empty
+  // Sum of squared gradients per model chunk, by global chunk index (the coordinator
+  // adds them in that order, so the norm does not depend on which stage holds a chunk).
+  std::vector<std::pair<int, double>> grad_sum_squares;
   std::vector<pipeline::Span> spans;  // compute spans of this step, for traces and the bubble
+  // Data parallel: when the gradient all-reduce ran (steady clock; 0 when none).
+  int64_t reduce_start_ns = 0, reduce_end_ns = 0;
 };
 
 }  // namespace troupe::actors
@@ -66,28 +84,34 @@ struct StepDone {
 // Local-only messages (they carry pointers): never serialized, so CAF may skip inspection.
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::StepOrder)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::StepDone)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::SnapshotMsg)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::SnapshotSource)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::Applied)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::RestoreMsg)
 
 namespace troupe::actors {
 
 using stage_actor = caf::typed_actor<caf::replies_to<run_step_atom, StepOrder>::with<StepDone>,
-                                     caf::replies_to<apply_atom, int64_t, float, float>::with<int64_t>,
-                                     caf::replies_to<snapshot_atom>::with<SnapshotMsg>,
+                                     caf::replies_to<apply_atom, int64_t, float, float>::with<Applied>,
+                                     caf::replies_to<snapshot_atom>::with<SnapshotSource>,
+                                     caf::reacts_to<released_atom>,
                                      caf::replies_to<restore_atom, RestoreMsg>::with<bool>,
                                      caf::reacts_to<wake_atom>, caf::reacts_to<reduced_atom, bool>>;
 
 struct StageSpec {
   std::string name;  // "stage0", also the checkpoint shard's name
   model::ModelConfig model;
-  model::StageRange range;
+  int stage = 0, stages = 1;
+  // Model chunks of this stage: one, or v with an interleaved schedule (local chunk c is
+  // global chunk c * stages + stage); each with its layers and its channels.
+  std::vector<model::StageRange> chunks;
+  std::vector<pipeline::StageLinks> links;
   model::OptimConfig optim;
   uint64_t seed = 0;
-  pipeline::StageLinks links;
-  // Data parallel: the replicas of this stage share a group; gradients are summed in
-  // replica order after the plan, before the step answers.
-  std::shared_ptr<transport::InprocAllReduce> dp_group;
+  // Data parallel: the replicas of a chunk share a group (one per chunk); each bucket of
+  // gradients is summed in replica order as soon as every replica has finished it.
+  std::vector<std::shared_ptr<transport::InprocAllReduce>> dp_groups;
   int dp_rank = 0;
+  int64_t bucket_floats = int64_t(1) << 20;  // gradients per all-reduce bucket (4 MiB)
   // Fault injection (tests, demos): fail on cue at (step, phase); phases forward,
   // backward, optimizer. The coordinator passes only faults that have not fired yet.
   std::vector<FaultSpec> faults;
@@ -95,16 +119,37 @@ struct StageSpec {
 
 struct StageState {
   std::string stage_name;
-  std::unique_ptr<model::Transformer> model;
-  std::unique_ptr<model::AdamW> optim;
+  struct Chunk {
+    // Shared only with a checkpoint copy in progress (SnapshotSource), never written by it.
+    std::shared_ptr<model::Transformer> model;
+    std::shared_ptr<model::AdamW> optim;
+    std::shared_ptr<transport::InprocAllReduce> group;
+    int global = 0;
+    int64_t last_backward = -1;  // plan index of the step's last backward of this chunk
+    bool armed = false;          // the running backward is that one
+    int64_t bucket_lo = 0, bucket_hi = 0;    // finished gradients not yet offered
+    int next_bucket = 0;
+  };
+  std::vector<Chunk> chunks;
+  int64_t bucket_floats = 0;
+  int pins = 0;  // checkpoint copies not yet released
+  struct DeferredApply {
+    int64_t step;
+    float lr, scale;
+    int64_t since_ns;
+    caf::typed_response_promise<Applied> promise;
+  };
+  std::optional<DeferredApply> deferred;  // an optimizer step waiting for the pins
   std::unique_ptr<pipeline::StageExecutor> exec;
   StepOrder order;
   caf::typed_response_promise<StepDone> done;
   bool running = false;
-  bool reducing = false;
-  pipeline::StageLinks links;
+  bool plan_done = false;
+  int buckets_in_flight = 0;
+  bool reduce_failed = false;
+  int64_t reduce_start_ns = 0;
+  std::vector<pipeline::StageLinks> links;
   std::vector<FaultSpec> faults;
-  std::shared_ptr<transport::InprocAllReduce> dp_group;
   int dp_rank = 0;
   static inline const char* name = "stage";
 };

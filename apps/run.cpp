@@ -31,6 +31,7 @@ const char* kRunUsage =
     "  --graph-out    the dataflow graph of actors and channels: JSON, or Graphviz if FILE ends in .dot\n"
     "  --trace-out    Chrome trace JSON (Perfetto, chrome://tracing): forward/backward spans per stage actor\n"
     "  --resume       continue from the newest good checkpoint in checkpoint.dir (any pp/dp layout)\n"
+    "  --scale-dp N@STEP  after STEP steps, change to N data-parallel replicas (repeatable)\n"
     "Checkpoints are written every checkpoint.disk_every steps (0: never), keeping checkpoint.keep.\n";
 
 }  // namespace
@@ -39,6 +40,7 @@ int cmd_run(int argc, char** argv) {
   std::string job_path, metrics_out, graph_out, trace_out;
   bool resume = false;
   std::vector<std::string> sets;
+  std::map<int64_t, int> scale_at;  // steps done -> replicas
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -58,6 +60,14 @@ int cmd_run(int argc, char** argv) {
       trace_out = value();
     } else if (a == "--resume") {
       resume = true;
+    } else if (a == "--scale-dp") {
+      std::string v = value();
+      int n = 0;
+      long long at = 0;
+      char tail = 0;
+      if (std::sscanf(v.c_str(), "%d@%lld%c", &n, &at, &tail) != 2 || n < 1 || at < 0)
+        throw std::runtime_error("troupe run: --scale-dp '" + v + "': expected N@STEP, e.g. 2@10");
+      scale_at[at] = n;
     } else if (!a.empty() && a[0] == '-') {
       throw std::runtime_error("troupe run: unknown option " + a + "\n" + kRunUsage);
     } else if (job_path.empty()) {
@@ -81,6 +91,11 @@ int cmd_run(int argc, char** argv) {
               job_path.c_str(), coord.model_config().str().c_str(), job->parallel.pp, job->parallel.dp,
               job->parallel.microbatches, job->parallel.schedule.c_str(), job->data.batch_size, job->data.seq_len,
               job->train.steps);
+  if (auto faults = coord.planned_faults(); !faults.empty()) {
+    std::string plan;
+    for (auto& f : faults) plan += strformat("%s%s@step%d:%s", plan.empty() ? "" : ", ", f.target.c_str(), f.step, f.phase.c_str());
+    std::printf("fault injection: %s\n", plan.c_str());
+  }
   if (!graph_out.empty()) {
     bool dot = graph_out.size() > 4 && graph_out.compare(graph_out.size() - 4, 4, ".dot") == 0;
     std::ofstream(graph_out) << (dot ? coord.graph_dot() : coord.graph_json());
@@ -104,10 +119,24 @@ int cmd_run(int argc, char** argv) {
   // File offset of each step's metrics line, so that a rewind after a failure drops the
   // lines of the steps that are replayed: the file ends as in a run without failures.
   std::map<int64_t, long> metrics_at;
-  if (job->checkpoint.snapshot_every > 0) {
-    if (auto ok = coord.snapshot(first); !ok) throw std::runtime_error(ok.error().message);
-  }
+  // Checkpoint policy after a step: prints what finished in the background.
+  auto checkpoints = [&](int64_t steps_done, bool force) {
+    auto rep = force ? coord.after_step(steps_done, true) : coord.after_step(steps_done);
+    if (!rep) throw std::runtime_error("troupe run: " + rep.error().message);
+    for (auto& e : rep->events) std::printf("%scheckpoint writer: %s\n", tty ? "\n" : "", e.c_str());
+    for (auto& p : rep->published) std::printf("%scheckpoint %s\n", tty ? "\n" : "", p.c_str());
+  };
+  if (job->checkpoint.snapshot_every > 0) checkpoints(first, true);
   for (int64_t step = first; step < job->train.steps; step++) {
+    if (auto it = scale_at.find(step); it != scale_at.end()) {
+      auto t0 = std::chrono::steady_clock::now();
+      if (auto ok = coord.scale_dp(it->second, step); !ok) throw std::runtime_error("troupe run: " + ok.error().message);
+      std::printf("%sscaled to dp=%d after step %lld in %.1f ms: %zu actors, %d microbatches per replica\n",
+                  tty ? "\n" : "", it->second, (long long)step,
+                  std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(),
+                  coord.nodes().size(), coord.job().parallel.microbatches);
+      scale_at.erase(it);
+    }
     auto result = coord.run_step(step);
     if (!result) {
       auto t_fail = std::chrono::steady_clock::now();
@@ -132,7 +161,8 @@ int cmd_run(int argc, char** argv) {
       nlohmann::json j = {{"step", mt.step + 1},          {"loss", mt.loss},
                           {"lr", mt.lr},                  {"grad_norm", mt.grad_norm},
                           {"tokens_per_s", mt.tokens_per_second}, {"step_s", mt.step_seconds},
-                          {"bubble_fraction", mt.bubble_fraction}, {"restarts", coord.restarts()}};
+                          {"bubble_fraction", mt.bubble_fraction}, {"ckpt_stall_s", mt.checkpoint_stall_seconds},
+                          {"restarts", coord.restarts()}};
       std::fprintf(metrics, "%s\n", j.dump().c_str());
       std::fflush(metrics);
     }
@@ -144,14 +174,13 @@ int cmd_run(int argc, char** argv) {
                   (long long)(step + 1), job->train.steps, mt.loss, mt.lr, mt.grad_norm, mt.tokens_per_second,
                   format_eta(eta).c_str(), tty && !last ? "" : "\n");
     std::fflush(stdout);
-    if (job->checkpoint.snapshot_every > 0 && (step + 1) % job->checkpoint.snapshot_every == 0) {
-      if (auto ok = coord.snapshot(step + 1); !ok) throw std::runtime_error(ok.error().message);
-    }
-    if (job->checkpoint.disk_every > 0 && (step + 1) % job->checkpoint.disk_every == 0) {
-      auto path = coord.checkpoint(step + 1);
-      if (!path) throw std::runtime_error(path.error().message);
-      if (!tty || last) std::printf("checkpoint %s\n", path->c_str());
-    }
+    checkpoints(step + 1, false);
+  }
+  if (auto rep = coord.flush_checkpoints(); !rep) {
+    throw std::runtime_error("troupe run: " + rep.error().message);
+  } else {
+    for (auto& e : rep->events) std::printf("checkpoint writer: %s\n", e.c_str());
+    for (auto& p : rep->published) std::printf("checkpoint %s\n", p.c_str());
   }
   if (metrics) std::fclose(metrics);
   if (!trace_out.empty()) {

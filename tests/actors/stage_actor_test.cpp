@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <map>
 
 #include "core/rng.h"
 #include "test_util.h"
@@ -31,6 +32,100 @@ std::vector<pipeline::Microbatch> microbatches(int m, int B, int T, int V, int64
   return out;
 }
 
+
+// Runs `steps` training steps of a pipeline of stage actors (p stages x v chunks, dp
+// replicas, 1F1B or interleaved), returning per step the losses (replica order) and
+// the gradient norm, and at the end every stage's parameters (replica 0) by name.
+struct PipelineRun {
+  std::vector<std::vector<float>> losses;
+  std::vector<double> norms;
+  std::map<std::string, std::vector<float>> params;
+};
+
+PipelineRun run_pipeline(caf::actor_system& sys, const ModelConfig& cfg, const OptimConfig& oc, int p, int v, int dp,
+                         int64_t bucket_floats, int m, int B, int T, int steps) {
+  const int G = p * v;
+  auto sched = pipeline::make_schedule(v > 1 ? "interleaved" : "1f1b", p, m, v).value();
+  std::vector<std::unique_ptr<InprocChannel>> channels;
+  std::vector<std::shared_ptr<transport::InprocAllReduce>> groups;
+  for (int g = 0; g < G; g++) groups.push_back(std::make_shared<transport::InprocAllReduce>("g", dp));
+  std::vector<std::vector<stage_actor>> stages(static_cast<size_t>(dp));
+  for (int r = 0; r < dp; r++) {
+    std::vector<InprocChannel*> act, grad;
+    for (int g = 0; g + 1 < G; g++) {
+      channels.push_back(std::make_unique<InprocChannel>("act", p));
+      act.push_back(channels.back().get());
+      channels.push_back(std::make_unique<InprocChannel>("grad", p));
+      grad.push_back(channels.back().get());
+    }
+    for (int s = 0; s < p; s++) {
+      StageSpec spec;
+      spec.name = "stage" + std::to_string(s);
+      spec.model = cfg;
+      spec.stage = s;
+      spec.stages = p;
+      spec.optim = oc;
+      spec.seed = 5;
+      spec.dp_rank = r;
+      spec.bucket_floats = bucket_floats;
+      for (int c = 0; c < v; c++) {
+        spec.chunks.push_back(pipeline::chunk_layers(cfg.n_layer, p, v, c * p + s));
+        spec.links.push_back(pipeline::chunk_links(act, grad, c * p + s));
+        spec.dp_groups.push_back(groups[size_t(c * p + s)]);
+      }
+      stages[size_t(r)].push_back(sys.spawn(stage_actor_fn, spec));
+    }
+  }
+  PipelineRun out;
+  caf::scoped_actor self{sys};
+  const float scale = 1.0f / float(dp * m * B * T);
+  for (int step = 0; step < steps; step++) {
+    using handle_t = decltype(self->request(stages[0][0], caf::infinite, run_step_atom::value, StepOrder{}));
+    std::vector<handle_t> pending;
+    for (int r = 0; r < dp; r++) {
+      // Replica r takes microbatches [r m, (r + 1) m) of the step's dp m.
+      auto all = microbatches(dp * m, B, T, cfg.vocab_size, step);
+      auto mine = std::make_shared<const std::vector<pipeline::Microbatch>>(all.begin() + r * m, all.begin() + (r + 1) * m);
+      for (int s = 0; s < p; s++)
+        pending.push_back(self->request(stages[size_t(r)][size_t(s)], caf::infinite, run_step_atom::value,
+                                        StepOrder{step, mine, sched.plans[size_t(s)], scale}));
+    }
+    std::vector<float> losses;
+    std::vector<double> chunk_sq(static_cast<size_t>(G));
+    for (size_t k = 0; k < pending.size(); k++)
+      pending[k].receive(
+          [&](StepDone& d) {
+            losses.insert(losses.end(), d.losses.begin(), d.losses.end());
+            if (k < size_t(p))
+              for (auto& [g, x] : d.grad_sum_squares) chunk_sq[size_t(g)] = x;
+          },
+          [&](caf::error& e) { FAIL(sys.render(e)); });
+    double sq = 0;
+    for (double x : chunk_sq) sq += x;
+    out.losses.push_back(losses);
+    out.norms.push_back(std::sqrt(sq));
+    float clip = std::min(1.0f, float(oc.grad_clip / (std::sqrt(sq) + 1e-6)));
+    for (auto& replica : stages)
+      for (auto& a : replica)
+        self->request(a, caf::infinite, apply_atom::value, int64_t(step), oc.lr, clip)
+            .receive([&](Applied&) {}, [&](caf::error& e) { FAIL(sys.render(e)); });
+  }
+  for (auto& a : stages[0])
+    self->request(a, caf::infinite, snapshot_atom::value).receive(
+        [&](SnapshotSource& src) {
+          for (auto& mdl : src.models)
+            for (auto& q : mdl->params())
+              out.params[q.name].assign(q.value.data<float>(), q.value.data<float>() + q.value.numel());
+          caf::anon_send(src.owner, released_atom::value);
+        },
+        [&](caf::error& e) { FAIL(sys.render(e)); });
+  for (auto& replica : stages) {
+    for (auto& a : replica) caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+    self->wait_for(replica);
+  }
+  return out;
+}
+
 }  // namespace
 
 TEST_CASE("stage actors train a pipeline bitwise equal to the single model", "[actors][pipeline]") {
@@ -39,71 +134,68 @@ TEST_CASE("stage actors train a pipeline bitwise equal to the single model", "[a
   ModelConfig cfg = ModelConfig::llama(4, 4, 2, 32, 48, 61, 16);
   OptimConfig oc;
   oc.lr = 3e-3f;
-  for (int p : {2, 4}) {
-    INFO("p=" << p);
-    const int m = 4, B = 2, T = 8, per = cfg.n_layer / p;
-    const float scale = 1.0f / float(m * B * T);
-    std::vector<std::unique_ptr<InprocChannel>> acts, grads;
-    for (int s = 0; s + 1 < p; s++) {
-      acts.push_back(std::make_unique<InprocChannel>("act", p));
-      grads.push_back(std::make_unique<InprocChannel>("grad", p));
+  oc.grad_clip = 1.0f;
+  const int m = 4, B = 2, T = 8, steps = 3;
+  // The reference: one model, the same microbatches, the norm summed per global chunk
+  // (chunk_layers of the 4-chunk split; pp = 1 is the single sum, checked apart).
+  Transformer ref(cfg);
+  ref.init_weights(5);
+  AdamW ref_opt(ref.params(), oc);
+  PipelineRun want;
+  for (int step = 0; step < steps; step++) {
+    auto mbs = microbatches(m, B, T, cfg.vocab_size, step);
+    ref.zero_grad();
+    std::vector<float> losses;
+    for (auto& mb : mbs) {
+      losses.push_back(ref.forward(mb.tokens.data(), nullptr, mb.targets.data(), B, T));
+      ref.backward(nullptr, 1.0f / float(m * B * T));
     }
-    std::vector<stage_actor> stages;
-    for (int s = 0; s < p; s++) {
-      StageSpec spec{"stage" + std::to_string(s), cfg, StageRange{s * per, (s + 1) * per, s == 0, s == p - 1}, oc, 5, {}, nullptr, 0, {}};
-      if (s > 0) spec.links.act_in = acts[size_t(s - 1)].get(), spec.links.grad_out = grads[size_t(s - 1)].get();
-      if (s + 1 < p) spec.links.act_out = acts[size_t(s)].get(), spec.links.grad_in = grads[size_t(s)].get();
-      stages.push_back(sys.spawn(stage_actor_fn, spec));
+    std::vector<double> chunk_sq(4, 0.0);
+    for (auto& q : ref.params()) {
+      int g = q.name == "embed_tokens.weight" ? 0 : 3;  // norm, lm_head: the last chunk
+      if (q.name.rfind("layers.", 0) == 0) g = std::stoi(q.name.substr(7));  // one layer per chunk
+      chunk_sq[size_t(g)] += ops::sum_squares(q.grad.data<float>(), q.grad.numel());
     }
-    Transformer ref(cfg);
-    ref.init_weights(5);
-    AdamW ref_opt(ref.params(), oc);
-    auto plans = pipeline::one_f_one_b_schedule(p, m);
-    caf::scoped_actor self{sys};
-    for (int step = 0; step < 3; step++) {
-      auto mbs = std::make_shared<const std::vector<pipeline::Microbatch>>(microbatches(m, B, T, cfg.vocab_size, step));
-      ref.zero_grad();
-      std::vector<float> ref_losses;
-      double ref_sq = 0;
-      for (auto& mb : *mbs) {
-        ref_losses.push_back(ref.forward(mb.tokens.data(), nullptr, mb.targets.data(), B, T));
-        ref.backward(nullptr, scale);
-      }
-      // Send every stage its plan, then collect the answers (they overlap in time).
-      // Send every stage its plan first (they run concurrently and feed each other),
-      // then collect the answers.
-      std::vector<StepDone> done(static_cast<size_t>(p));
-      using handle_t = decltype(self->request(stages[0], caf::infinite, run_step_atom::value, StepOrder{}));
-      std::vector<handle_t> pending;
-      for (int s = 0; s < p; s++)
-        pending.push_back(self->request(stages[size_t(s)], caf::infinite, run_step_atom::value,
-                                        StepOrder{step, mbs, plans.plans[size_t(s)], scale}));
-      for (int s = 0; s < p; s++)
-        pending[size_t(s)].receive([&](StepDone& d) { done[size_t(s)] = std::move(d); },
-                                   [&](caf::error& e) { FAIL(sys.render(e)); });
-      // The reference norm, summed per stage in each stage's parameter order, as the
-      // coordinator combines the stages' sums.
-      std::vector<double> stage_sums(static_cast<size_t>(p), 0.0);
-      for (auto& q : ref.params()) {
-        int owner = q.name == "embed_tokens.weight" ? 0 : p - 1;  // norm, lm_head: last stage
-        if (q.name.rfind("layers.", 0) == 0) owner = std::stoi(q.name.substr(7)) / per;
-        stage_sums[size_t(owner)] += ops::sum_squares(q.grad.data<float>(), q.grad.numel());
-      }
-      double pipe_sq = 0;
-      for (int s = 0; s < p; s++) {
-        pipe_sq += done[size_t(s)].grad_sum_squares;
-        ref_sq += stage_sums[size_t(s)];
-      }
-      INFO("step " << step);
-      CHECK(done.back().losses == ref_losses);
-      CHECK(pipe_sq == ref_sq);
-      float clip = ref_opt.clip_scale(std::sqrt(ref_sq));
-      ref_opt.step(oc.lr, clip);
-      for (int s = 0; s < p; s++)
-        self->request(stages[size_t(s)], caf::infinite, apply_atom::value, int64_t(step), oc.lr, clip)
-            .receive([&](int64_t) {}, [&](caf::error& e) { FAIL(sys.render(e)); });
+    double sq = ((chunk_sq[0] + chunk_sq[1]) + chunk_sq[2]) + chunk_sq[3];
+    want.losses.push_back(losses);
+    want.norms.push_back(std::sqrt(sq));
+    ref_opt.step(oc.lr, std::min(1.0f, float(oc.grad_clip / (std::sqrt(sq) + 1e-6))));
+  }
+  for (auto& q : ref.params()) want.params[q.name].assign(q.value.data<float>(), q.value.data<float>() + q.value.numel());
+  // Four chunks of one layer each: p = 4 (1F1B), p = 2 x v = 2 (interleaved).
+  for (auto [p, v] : {std::pair{4, 1}, std::pair{2, 2}}) {
+    INFO("p=" << p << " v=" << v);
+    auto got = run_pipeline(sys, cfg, oc, p, v, 1, 1 << 20, m, B, T, steps);
+    CHECK(got.losses == want.losses);
+    CHECK(got.norms == want.norms);
+    CHECK(got.params == want.params);
+  }
+}
+
+TEST_CASE("data-parallel replicas: bucketed all-reduce during backward changes no bit", "[actors][dp]") {
+  // Buckets only change when each piece of the gradient is summed, not how: elementwise
+  // r0 + r1 in replica order. So tiny buckets (many per layer group, started during the
+  // last backward) must give bitwise what one whole-buffer reduction after the plan gives.
+  // Against one model with all microbatches the sums associate differently ((mb0 + mb1)
+  // + (mb2 + mb3) vs ((mb0 + mb1) + mb2) + mb3): close, not bitwise.
+  caf::actor_system_config cfg_sys;
+  caf::actor_system sys{cfg_sys};
+  ModelConfig cfg = ModelConfig::llama(4, 4, 2, 32, 48, 61, 16);
+  OptimConfig oc;
+  oc.lr = 3e-3f;
+  oc.grad_clip = 1.0f;
+  for (auto [p, v] : {std::pair{2, 1}, std::pair{2, 2}}) {
+    INFO("p=" << p << " v=" << v);
+    auto whole = run_pipeline(sys, cfg, oc, p, v, 2, int64_t(1) << 40, 4, 2, 8, 3);
+    auto buckets = run_pipeline(sys, cfg, oc, p, v, 2, 500, 4, 2, 8, 3);
+    auto single = run_pipeline(sys, cfg, oc, p, v, 1, 1 << 20, 8, 2, 8, 3);
+    CHECK(whole.losses == buckets.losses);
+    CHECK(whole.norms == buckets.norms);
+    CHECK(whole.params == buckets.params);
+    for (size_t s = 0; s < whole.losses.size(); s++) {
+      REQUIRE(whole.losses[s].size() == single.losses[s].size());
+      for (size_t i = 0; i < whole.losses[s].size(); i++)
+        CHECK(std::abs(whole.losses[s][i] - single.losses[s][i]) <= 1e-6 * std::abs(single.losses[s][i]));
     }
-    for (auto& a : stages) caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
-    self->wait_for(stages);
   }
 }
