@@ -66,10 +66,13 @@ checkpoint_writer::behavior_type checkpoint_writer_fn(checkpoint_writer::statefu
         auto t0 = std::chrono::steady_clock::now();
         std::string crash;
         auto fault = [&](const std::string& shard) {
-          for (auto& f : order.faults)
-            if (f.phase == "checkpoint" && f.step == order.manifest.step && (f.target == shard || f.target == "checkpoint"))
+          for (auto& inj : order.faults) {
+            const FaultSpec& f = inj.spec;
+            if (f.phase == "checkpoint" && f.step == order.manifest.step &&
+                (f.target == shard || f.target == "checkpoint") && !inj.fired->exchange(true))
               throw std::runtime_error(strformat("injected fault %s@step%d:checkpoint (after writing shard %s)",
                                                  f.target.c_str(), f.step, shard.c_str()));
+          }
         };
         WriteResult r;
         try {

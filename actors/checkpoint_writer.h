@@ -62,7 +62,7 @@ struct CheckpointOrder {
   ckpt::Manifest manifest;
   std::string dir;
   int keep = 3;
-  std::vector<FaultSpec> faults;  // injected: die after writing the named shard
+  std::vector<InjectedFault> faults;  // injected: die after writing the named shard
 };
 
 }  // namespace troupe::actors

@@ -11,27 +11,135 @@
 
 namespace troupe::actors {
 
+void SupervisorInbox::push(const RestartNotice& n) {
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    notices.push_back(n);
+  }
+  cv.notify_all();
+}
+
+void SupervisorInbox::exit(std::string why) {
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    exited = std::move(why);
+  }
+  cv.notify_all();
+}
+
+Expected<RestartNotice> SupervisorInbox::next(std::chrono::seconds timeout) {
+  std::unique_lock<std::mutex> lk(mu);
+  if (!cv.wait_for(lk, timeout, [&] { return !notices.empty() || exited; }))
+    return make_error(strformat("no restart within %lld s", (long long)timeout.count()));
+  if (notices.empty()) return make_error(*exited);
+  RestartNotice n = std::move(notices.front());
+  notices.pop_front();
+  return n;
+}
+
+void Wiring::build(int p, int v, int dp, const std::function<std::string(int r, int g)>& chunk_name) {
+  const int G = p * v;
+  retired = std::move(channels);
+  channels.clear();
+  groups.clear();
+  for (int g = 0; g < G; g++)
+    groups.push_back(std::make_shared<transport::InprocAllReduce>(strformat("chunk%d.grads", g), dp));
+  links.assign(size_t(dp), std::vector<std::vector<pipeline::StageLinks>>(size_t(p), std::vector<pipeline::StageLinks>(size_t(v))));
+  for (int r = 0; r < dp; r++) {
+    // Chunk g (on stage g % p) sends activations to chunk g + 1 on act[g] and receives
+    // their gradient on grad[g]: one channel pair per edge, so each is FIFO in
+    // microbatch order under every schedule. Slots bound the microbatches in flight
+    // on an edge (1F1B needs at most p).
+    std::vector<transport::InprocChannel*> act, grad;
+    for (int g = 0; g + 1 < G; g++) {
+      channels.push_back(std::make_unique<transport::InprocChannel>(chunk_name(r, g) + "->" + chunk_name(r, g + 1), p));
+      act.push_back(channels.back().get());
+      channels.push_back(std::make_unique<transport::InprocChannel>(chunk_name(r, g) + "<-" + chunk_name(r, g + 1), p));
+      grad.push_back(channels.back().get());
+    }
+    for (int g = 0; g < G; g++) links[size_t(r)][size_t(g % p)][size_t(g / p)] = pipeline::chunk_links(act, grad, g);
+  }
+}
+
+void Wiring::close_all() {
+  for (auto& ch : channels) {  // no callbacks into actors that are gone
+    ch->on_readable(nullptr);
+    ch->on_writable(nullptr);
+    ch->close();
+  }
+}
+
 Coordinator::Coordinator(caf::actor_system& sys, JobConfig job) : sys_(sys), job_(std::move(job)) {}
 
 Coordinator::~Coordinator() {
   if (write_) write_->result.wait();  // never leave a write half-done on purpose
   stop_graph();
-  for (auto& w : {snapshotter_, writer_})
-    if (w) caf::anon_send_exit(w, caf::exit_reason::user_shutdown);
+  if (checkpoint_sup_) {
+    caf::scoped_actor self{sys_};
+    caf::anon_send_exit(checkpoint_sup_, caf::exit_reason::user_shutdown);
+    self->wait_for(checkpoint_sup_);
+  }
 }
 
 void Coordinator::stop_graph() {
-  for (auto& ch : channels_) {  // no callbacks into actors that are going away
-    ch->on_readable(nullptr);
-    ch->on_writable(nullptr);
-    ch->close();
+  if (training_sup_) {
+    // The supervisor stops its children (reverse order) before it exits.
+    caf::scoped_actor self{sys_};
+    caf::anon_send_exit(training_sup_, caf::exit_reason::user_shutdown);
+    self->wait_for(training_sup_);
+    training_sup_ = nullptr;
   }
-  caf::scoped_actor self{sys_};
-  for (auto& replica : stages_) {
-    for (auto& a : replica) caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
-    self->wait_for(replica);
-  }
+  if (wiring_) wiring_->close_all();
   stages_.clear();
+}
+
+std::string Coordinator::node_name(int r, int s) const {
+  return job_.parallel.dp > 1 ? strformat("stage%d.replica%d", s, r) : strformat("stage%d", s);
+}
+
+// Spawns a supervisor whose exit (it gave up, or was stopped) is reported to `inbox`.
+static supervisor_actor spawn_supervised(caf::actor_system& sys, SupervisorSpec spec,
+                                         const std::shared_ptr<SupervisorInbox>& inbox) {
+  spec.on_restart = [inbox](const RestartNotice& n) { inbox->push(n); };
+  auto sup = spawn_supervisor(sys, std::move(spec));
+  caf::actor_cast<caf::strong_actor_ptr>(sup)->get()->attach_functor(
+      [inbox](const caf::error& reason) { inbox->exit(describe_reason(reason)); });
+  return sup;
+}
+
+static Expected<ChildList> children_of(caf::actor_system& sys, const supervisor_actor& sup) {
+  caf::scoped_actor self{sys};
+  ChildList out;
+  std::string err;
+  self->request(sup, caf::infinite, which_children_atom::value)
+      .receive([&](ChildList& l) { out = std::move(l); }, [&](caf::error& e) { err = sys.render(e); });
+  if (!err.empty()) return make_error(err);
+  return out;
+}
+
+Expected<void> Coordinator::start_writers() {
+  checkpoint_inbox_ = std::make_shared<SupervisorInbox>();
+  SupervisorSpec spec;
+  spec.name = "checkpoint";
+  spec.strategy = RestartStrategy::one_for_one;
+  spec.max_restarts = job_.supervision.max_restarts;
+  spec.within_seconds = job_.supervision.within_seconds;
+  for (const char* name : {"snapshotter", "writer"})  // detached: their work never holds a scheduler thread
+    spec.children.push_back({name, [](caf::actor_system& sys) {
+                               return caf::actor_cast<caf::actor>(sys.spawn<caf::detached>(checkpoint_writer_fn));
+                             }});
+  checkpoint_sup_ = spawn_supervised(sys_, std::move(spec), checkpoint_inbox_);
+  return refresh_writers();
+}
+
+Expected<void> Coordinator::refresh_writers() {
+  auto kids = children_of(sys_, checkpoint_sup_);
+  if (!kids) return make_error("checkpoint writers: " + kids.error().message);
+  for (auto& c : kids->children) {
+    auto h = caf::actor_cast<checkpoint_writer>(c.handle);
+    (c.name == "writer" ? writer_ : snapshotter_) = h;
+  }
+  return {};
 }
 
 Expected<CheckpointReport> Coordinator::after_step(int64_t steps_done, bool force_snapshot) {
@@ -83,7 +191,7 @@ void Coordinator::start_write(PendingWrite& w) {
   order.dir = job_.checkpoint.dir;
   order.keep = job_.checkpoint.keep;
   for (auto& f : faults_)
-    if (!f.second && f.first.phase == "checkpoint") order.faults.push_back(f.first);
+    if (f.spec.phase == "checkpoint") order.faults.push_back(f);
   w.attempts++;
   caf::anon_send(writer_, checkpoint_atom::value, std::move(order));
 }
@@ -106,9 +214,10 @@ Expected<void> Coordinator::collect_write(CheckpointReport& report, bool wait) {
       return make_error(strformat("checkpoint of step %lld: %s", (long long)write_->step, r.path_or_error.c_str()));
     // The writer crashed mid-write: what it wrote stays unpublished (*.tmp). Restart it
     // (one_for_one: nothing else depends on it) and write the same host copy again.
-    for (auto& f : faults_)
-      if (f.first.phase == "checkpoint" && f.first.step == write_->step) f.second = true;
-    writer_ = sys_.spawn<caf::detached>(checkpoint_writer_fn);
+    // Its supervisor (one_for_one) restarts it; take the new handle.
+    auto notice = checkpoint_inbox_->next(std::chrono::seconds(30));
+    if (!notice) return make_error("checkpoint writer not restarted: " + notice.error().message);
+    if (auto ok = refresh_writers(); !ok) return ok;
     restarts_++;
     report.events.push_back(strformat("%s; restarted the checkpoint writer, writing step %lld again", r.path_or_error.c_str(),
                                       (long long)write_->step));
@@ -158,7 +267,7 @@ Expected<void> Coordinator::scale_dp(int n, int64_t steps_done) {
   train_ = std::make_unique<data::BatchSampler>(*dataset_, data::Split::Train,
                                                 job_.data.batch_size / (n * job_.parallel.microbatches),
                                                 job_.data.seq_len, uint64_t(job_.data.seed));
-  spawn_graph();
+  if (auto ok = spawn_graph(); !ok) return make_error("scale dp: " + ok.error().message);
   auto tensors = std::shared_ptr<const std::map<std::string, Tensor>>(snap, &snap->tensors);
   if (auto ok = restore_all(tensors, snap->optimizer_steps); !ok) return make_error("scale dp: restore: " + ok.error().message);
   return {};
@@ -171,21 +280,16 @@ Expected<CheckpointReport> Coordinator::flush_checkpoints() {
 }
 
 Expected<int64_t> Coordinator::recover(int64_t failed_step) {
-  auto now = std::chrono::steady_clock::now();
-  restart_times_.push_back(now);
-  while (!restart_times_.empty() &&
-         std::chrono::duration<double>(now - restart_times_.front()).count() > job_.supervision.within_seconds)
-    restart_times_.erase(restart_times_.begin());
-  if (int(restart_times_.size()) > job_.supervision.max_restarts)
-    return make_error(strformat("restart intensity exceeded: more than %d restarts in %g s (supervision.max_restarts)",
-                                job_.supervision.max_restarts, job_.supervision.within_seconds));
-  // The fault that caused this, if injected, has fired: the restarted actors skip it.
-  for (auto& f : faults_)
-    if (f.first.step == failed_step + 1) f.second = true;
-  // one_for_all: a pipeline (and its replicas, coupled by the all-reduce) is one gang.
-  stop_graph();
-  spawn_graph();
+  // The training supervisor has seen the failure: it stops the rest of the gang, rebuilds
+  // the wiring and starts new stage actors, or gives up (restart intensity exceeded).
+  auto notice = training_inbox_->next(std::chrono::seconds(60));
+  if (!notice) return make_error(notice.error().message);
+  for (auto& c : notice->restarted)
+    for (int r = 0; r < int(stages_.size()); r++)
+      for (int s = 0; s < int(stages_[size_t(r)].size()); s++)
+        if (node_name(r, s) == c.name) stages_[size_t(r)][size_t(s)] = caf::actor_cast<stage_actor>(c.handle);
   restarts_++;
+  last_restart_seconds_ = notice->seconds;
   if (!snapshot_.valid()) return make_error("no snapshot to restore from (checkpoint.snapshot_every = 0)");
   SnapshotPtr snap;
   try {
@@ -251,7 +355,7 @@ Expected<void> Coordinator::start() {
       return make_error(strformat("%s: fault.kill: '%s': no checkpoint is written after step %d "
                                   "(checkpoint.disk_every = %d)", j.source.c_str(), k.c_str(), f.step,
                                   j.checkpoint.disk_every));
-    faults_.push_back({f, false});
+    faults_.push_back({f});
   }
   // A seeded random plan: fault.random_count kills at distinct steps in [2, steps], each
   // on a random stage actor in a random phase. The same seed gives the same plan.
@@ -269,68 +373,85 @@ Expected<void> Coordinator::start() {
       int s = int(r.bits(i + 1) % uint32_t(p)), rep = int(r.bits(i + 2) % uint32_t(dp));
       FaultSpec f{dp > 1 ? strformat("stage%d.replica%d", s, rep) : strformat("stage%d", s), step,
                   phases[r.bits(i + 3) % 3]};
-      faults_.push_back({f, false});
+      faults_.push_back({f});
     }
   }
-  snapshotter_ = sys_.spawn<caf::detached>(checkpoint_writer_fn);
-  writer_ = sys_.spawn<caf::detached>(checkpoint_writer_fn);
-  spawn_graph();
-  return {};
+  if (j.supervision.strategy != "one_for_all" && p * dp > 1)
+    return make_error(j.source + ": supervision.strategy: the stage actors of a pipeline and its replicas are "
+                                 "gang-coupled (a failure poisons the channels and the all-reduce the others wait on), "
+                                 "so they are restarted together: use one_for_all with pp * dp > 1");
+  if (auto ok = start_writers(); !ok) return ok;
+  return spawn_graph();
 }
 
-void Coordinator::spawn_graph() {
-  const auto& j = job_;
-  const int p = j.parallel.pp, dp = j.parallel.dp, v = schedule_.chunks, G = p * v;
-  channels_.clear();
+stage_actor Coordinator::spawn_stage(int r, int s) {
+  const int p = job_.parallel.pp, v = schedule_.chunks;
+  StageSpec spec;
+  spec.name = strformat("stage%d", s);
+  spec.model = model_cfg_;
+  spec.stage = s;
+  spec.stages = p;
+  spec.optim = oc_;
+  spec.seed = uint64_t(job_.data.seed);
+  spec.dp_rank = r;
+  for (int c = 0; c < v; c++) {
+    int g = c * p + s;
+    spec.chunks.push_back(pipeline::chunk_layers(model_cfg_.n_layer, p, v, g));
+    spec.links.push_back(wiring_->links[size_t(r)][size_t(s)][size_t(c)]);
+    spec.dp_groups.push_back(wiring_->groups[size_t(g)]);
+  }
+  for (auto& f : faults_)
+    if (f.spec.phase != "checkpoint" && (f.spec.target == spec.name || f.spec.target == node_name(r, s)))
+      spec.faults.push_back(f);
+  return sys_.spawn(stage_actor_fn, spec);
+}
+
+Expected<void> Coordinator::spawn_graph() {
+  const int p = job_.parallel.pp, dp = job_.parallel.dp, v = schedule_.chunks, G = p * v;
+  auto chunk_name = [this, p, v](int r, int g) {
+    return v > 1 ? strformat("%s.chunk%d", node_name(r, g % p).c_str(), g / p) : node_name(r, g);
+  };
   nodes_.clear();
   edges_.clear();
-  stages_.clear();
-  // One all-reduce group per model chunk, shared by that chunk's replicas.
-  std::vector<std::shared_ptr<transport::InprocAllReduce>> groups;
-  for (int g = 0; g < G; g++)
-    groups.push_back(std::make_shared<transport::InprocAllReduce>(strformat("chunk%d.grads", g), dp));
-  auto node = [&](int r, int s) { return dp > 1 ? strformat("stage%d.replica%d", s, r) : strformat("stage%d", s); };
-  auto chunk_name = [&](int r, int g) { return v > 1 ? strformat("%s.chunk%d", node(r, g % p).c_str(), g / p) : node(r, g); };
-  stages_.resize(size_t(dp));
   for (int r = 0; r < dp; r++) {
-    // Chunk g (on stage g % p) sends activations to chunk g + 1 on act[g] and receives
-    // their gradient on grad[g]: one channel pair per edge, so each is FIFO in
-    // microbatch order under every schedule. Slots bound the microbatches in flight
-    // on an edge (1F1B needs at most p).
-    std::vector<transport::InprocChannel*> act, grad;
     for (int g = 0; g + 1 < G; g++) {
-      channels_.push_back(std::make_unique<transport::InprocChannel>(chunk_name(r, g) + "->" + chunk_name(r, g + 1), p));
-      act.push_back(channels_.back().get());
-      channels_.push_back(std::make_unique<transport::InprocChannel>(chunk_name(r, g) + "<-" + chunk_name(r, g + 1), p));
-      grad.push_back(channels_.back().get());
-      edges_.push_back({node(r, g % p), node(r, (g + 1) % p), v > 1 ? strformat("activations (chunk %d)", g) : "activations", p});
-      edges_.push_back({node(r, (g + 1) % p), node(r, g % p), v > 1 ? strformat("gradients (chunk %d)", g + 1) : "gradients", p});
+      edges_.push_back({node_name(r, g % p), node_name(r, (g + 1) % p),
+                        v > 1 ? strformat("activations (chunk %d)", g) : "activations", p});
+      edges_.push_back({node_name(r, (g + 1) % p), node_name(r, g % p),
+                        v > 1 ? strformat("gradients (chunk %d)", g + 1) : "gradients", p});
     }
     for (int s = 0; s < p; s++) {
-      std::string name = strformat("stage%d", s);
-      StageSpec spec;
-      spec.name = name;
-      spec.model = model_cfg_;
-      spec.stage = s;
-      spec.stages = p;
-      spec.optim = oc_;
-      spec.seed = uint64_t(j.data.seed);
-      spec.dp_rank = r;
-      GraphNode n{node(r, s), dp > 1 ? "replica" : "stage", "cpu", {}};
+      GraphNode n{node_name(r, s), dp > 1 ? "replica" : "stage", "cpu", {}};
       for (int c = 0; c < v; c++) {
-        int g = c * p + s;
-        spec.chunks.push_back(pipeline::chunk_layers(model_cfg_.n_layer, p, v, g));
-        spec.links.push_back(pipeline::chunk_links(act, grad, g));
-        spec.dp_groups.push_back(groups[size_t(g)]);
-        n.layers.push_back({spec.chunks.back().first_layer, spec.chunks.back().last_layer});
+        auto range = pipeline::chunk_layers(model_cfg_.n_layer, p, v, c * p + s);
+        n.layers.push_back({range.first_layer, range.last_layer});
       }
-      for (auto& f : faults_)
-        if (!f.second && (f.first.target == name || f.first.target == node(r, s))) spec.faults.push_back(f.first);
-      stages_[size_t(r)].push_back(sys_.spawn(stage_actor_fn, spec));
       nodes_.push_back(std::move(n));
-      if (r > 0) edges_.push_back({node(r, s), node(0, s), "all-reduce", 0});
+      if (r > 0) edges_.push_back({node_name(r, s), node_name(0, s), "all-reduce", 0});
     }
   }
+  // The gang's supervisor. Its first child rebuilds the wiring at every (re)start: a
+  // one_for_all restart has stopped every stage before it starts the first again.
+  wiring_ = std::make_shared<Wiring>();
+  training_inbox_ = std::make_shared<SupervisorInbox>();
+  SupervisorSpec spec;
+  spec.name = "training";
+  spec.strategy = RestartStrategy::one_for_all;
+  spec.max_restarts = job_.supervision.max_restarts;
+  spec.within_seconds = job_.supervision.within_seconds;
+  for (int r = 0; r < dp; r++)
+    for (int s = 0; s < p; s++)
+      spec.children.push_back({node_name(r, s), [this, r, s, p, v, dp, chunk_name](caf::actor_system&) {
+                                 if (r == 0 && s == 0) wiring_->build(p, v, dp, chunk_name);
+                                 return caf::actor_cast<caf::actor>(spawn_stage(r, s));
+                               }});
+  training_sup_ = spawn_supervised(sys_, std::move(spec), training_inbox_);
+  auto kids = children_of(sys_, training_sup_);
+  if (!kids) return make_error("training supervisor: " + kids.error().message);
+  stages_.assign(size_t(dp), {});
+  for (size_t k = 0; k < kids->children.size(); k++)
+    stages_[k / size_t(p)].push_back(caf::actor_cast<stage_actor>(kids->children[k].handle));
+  return {};
 }
 
 Expected<int64_t> Coordinator::restore_latest(std::vector<std::string>* warnings) {
@@ -374,7 +495,7 @@ Expected<StepMetrics> Coordinator::run_step(int64_t step) {
   std::vector<float> losses;
   int64_t first_ns = INT64_MAX, last_ns = INT64_MIN, busy_ns = 0;
   std::string failure;  // the first stage error; every stage answers (peers fail too)
-  bool failure_is_peer = false;
+  int failure_rank = -1;  // 0: stopped by the supervisor, 1: a peer's failure seen, 2: a root cause
   size_t k = 0;
   for (auto& h : pending) {
     size_t actor = k++;
@@ -395,9 +516,12 @@ Expected<StepMetrics> Coordinator::run_step(int64_t step) {
         [&](caf::error& e) {
           // Report the root cause, not the peers that failed because of it.
           std::string why = sys_.render(e);
-          bool peer = why.find("a peer stage failed") != std::string::npos ||
-                      why.find("data-parallel peer failed") != std::string::npos;
-          if (failure.empty() || (!peer && failure_is_peer)) failure = why, failure_is_peer = peer;
+          int rank = why.find(": stopped (") != std::string::npos ? 0
+                     : why.find("a peer stage failed") != std::string::npos ||
+                             why.find("data-parallel peer failed") != std::string::npos
+                         ? 1
+                         : 2;
+          if (rank > failure_rank) failure = why, failure_rank = rank;
         });
   }
   if (!failure.empty()) return make_error(failure);

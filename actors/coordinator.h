@@ -9,6 +9,9 @@
 #include <caf/all.hpp>
 
 #include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <future>
 #include <optional>
 #include <map>
@@ -18,6 +21,7 @@
 
 #include "actors/checkpoint_writer.h"
 #include "actors/stage_actor.h"
+#include "actors/supervisor.h"
 #include "core/data.h"
 #include "core/job.h"
 
@@ -56,6 +60,29 @@ struct GraphEdge {
   int slots = 0;
 };
 
+// Restart notices and the exit of a supervisor, handed from its thread to the coordinator.
+struct SupervisorInbox {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<RestartNotice> notices;
+  std::optional<std::string> exited;  // why the supervisor exited (it gave up, or was stopped)
+  void push(const RestartNotice& n);
+  void exit(std::string why);
+  // The next notice, or an error once the supervisor has exited or after `timeout`.
+  Expected<RestartNotice> next(std::chrono::seconds timeout);
+};
+
+// The data plane of one graph generation: the channels between chunks and the all-reduce
+// groups. Rebuilt when the supervisor restarts the gang (the old one is poisoned).
+struct Wiring {
+  std::vector<std::unique_ptr<transport::InprocChannel>> channels;
+  std::vector<std::shared_ptr<transport::InprocAllReduce>> groups;   // per global chunk
+  std::vector<std::vector<std::vector<pipeline::StageLinks>>> links;  // [replica][stage][chunk]
+  std::vector<std::unique_ptr<transport::InprocChannel>> retired;    // the previous generation
+  void build(int p, int v, int dp, const std::function<std::string(int r, int g)>& chunk_name);
+  void close_all();
+};
+
 class Coordinator {
  public:
   Coordinator(caf::actor_system& sys, JobConfig job);
@@ -72,14 +99,19 @@ class Coordinator {
   Expected<CheckpointReport> after_step(int64_t steps_done, bool force_snapshot = false);
   // Waits for the disk write in flight, if any (end of run, `checkpoint now`).
   Expected<CheckpointReport> flush_checkpoints();
-  // Supervisor: restarts the stage actors (one_for_all) within the restart intensity,
-  // restores the latest snapshot and returns the step to replay from.
+  // After a failed step: waits for the training supervisor to restart the gang (or to
+  // give up: restart intensity exceeded), restores the latest snapshot into the new
+  // actors and returns the step to replay from.
   Expected<int64_t> recover(int64_t failed_step);
   int restarts() const { return restarts_; }
+  // Wall time of the last gang restart (failure seen by the supervisor -> actors respawned).
+  double last_restart_seconds() const { return last_restart_seconds_; }
+  // The job's supervisors, for consoles and tests (kill_child, which_children).
+  const supervisor_actor& training_supervisor() const { return training_sup_; }
   // The injected faults (fault.kill and the seeded random plan), for the log.
   std::vector<FaultSpec> planned_faults() const {
     std::vector<FaultSpec> out;
-    for (auto& f : faults_) out.push_back(f.first);
+    for (auto& f : faults_) out.push_back(f.spec);
     return out;
   }
   // Changes the number of data-parallel replicas between steps (`steps_done` completed):
@@ -108,15 +140,24 @@ class Coordinator {
   model::ModelConfig model_cfg_;
   std::unique_ptr<data::TokenDataset> dataset_;
   std::unique_ptr<data::BatchSampler> train_;
-  std::vector<std::unique_ptr<transport::InprocChannel>> channels_;
-  std::vector<std::vector<stage_actor>> stages_;  // [replica][stage]
+  // Supervision tree: the training gang (every stage actor of every replica, one_for_all:
+  // a failure poisons the channels and the all-reduce the others wait on) and the
+  // checkpoint writers (one_for_one: nothing depends on them).
+  supervisor_actor training_sup_, checkpoint_sup_;
+  std::shared_ptr<SupervisorInbox> training_inbox_, checkpoint_inbox_;
+  std::shared_ptr<Wiring> wiring_;
+  std::vector<std::vector<stage_actor>> stages_;  // [replica][stage], the current instances
+  std::string node_name(int r, int s) const;
+  stage_actor spawn_stage(int r, int s);
+  Expected<void> start_writers();
+  Expected<void> refresh_writers();
   pipeline::Schedule schedule_;
   std::vector<GraphNode> nodes_;
   std::vector<GraphEdge> edges_;
-  void spawn_graph();
+  Expected<void> spawn_graph();
   void stop_graph();
   model::OptimConfig oc_;
-  std::vector<std::pair<FaultSpec, bool>> faults_;  // injected faults, fired?
+  std::vector<InjectedFault> faults_;
   // Checkpointing: one writer copies snapshots, the other writes them to disk.
   checkpoint_writer snapshotter_, writer_;
   std::shared_future<SnapshotPtr> snapshot_;  // the latest in-memory snapshot (may be copying)
@@ -134,7 +175,7 @@ class Coordinator {
   Expected<void> restore_all(std::shared_ptr<const std::map<std::string, Tensor>> tensors, int optimizer_steps);
   Expected<void> collect_write(CheckpointReport& report, bool wait);
   int restarts_ = 0;
-  std::vector<std::chrono::steady_clock::time_point> restart_times_;
+  double last_restart_seconds_ = 0;
   bool tracing_ = false;
   int64_t trace_epoch_ns_ = -1;
   std::vector<std::string> trace_events_;  // JSON objects

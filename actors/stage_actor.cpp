@@ -1,5 +1,7 @@
 #include "actors/stage_actor.h"
 
+#include "actors/supervisor.h"
+
 #include <chrono>
 
 namespace troupe::actors {
@@ -34,15 +36,19 @@ void fail(Self self, const std::string& why) {
       if (ch) ch->close();
   for (auto& c : st.chunks)
     if (c.group) c.group->abort();
-  if (st.done.pending()) st.done.deliver(caf::make_error(caf::sec::runtime_error, st.stage_name + ": " + why));
+  auto err = caf::make_error(caf::sec::runtime_error, st.stage_name + ": " + why);
+  if (st.done.pending()) st.done.deliver(err);
   st.running = false;
-  self->quit(caf::exit_reason::user_shutdown);
+  self->quit(err);  // the exit reason tells the supervisor why
 }
 
 void maybe_fault(StageState& st, int64_t step, const std::string& phase) {
-  for (auto& f : st.faults)
-    if (f.step == step + 1 && f.phase == phase)  // fault steps count from 1, as progress lines do
+  for (auto& inj : st.faults) {
+    const FaultSpec& f = inj.spec;
+    // Fault steps count from 1, as progress lines do.
+    if (f.step == step + 1 && f.phase == phase && !inj.fired->exchange(true))
       throw std::runtime_error(strformat("injected fault %s@step%d:%s", f.target.c_str(), f.step, f.phase.c_str()));
+  }
 }
 
 // Offers the chunk's finished gradients [bucket_lo, bucket_hi) to its all-reduce group.
@@ -117,6 +123,15 @@ stage_actor::behavior_type stage_actor_fn(stage_actor::stateful_pointer<StageSta
       auto& c = state->chunks[size_t(in.chunk)];
       c.armed = int64_t(state->exec->position()) == c.last_backward;
     }
+  });
+  // Stopped (by its supervisor, when a peer failed) with a request still open: answer it,
+  // so that nobody waits for a step this actor will never finish.
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    auto& s = self->state;
+    auto why = caf::make_error(caf::sec::runtime_error, s.stage_name + ": stopped (" + describe_reason(msg.reason) + ")");
+    if (s.done.pending()) s.done.deliver(why);
+    if (s.deferred) s.deferred->promise.deliver(why), s.deferred.reset();
+    self->quit(msg.reason);
   });
   // Channel callbacks run on the peer's thread: they only post a wake-up message.
   stage_actor me = self;

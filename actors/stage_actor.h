@@ -20,6 +20,7 @@
 
 #include <caf/all.hpp>
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <optional>
@@ -41,6 +42,13 @@ using reduced_atom = caf::atom_constant<caf::atom("reduced")>;
 using snapshot_atom = caf::atom_constant<caf::atom("snapshot")>;
 using restore_atom = caf::atom_constant<caf::atom("restore")>;
 using released_atom = caf::atom_constant<caf::atom("released")>;
+
+// A planned fault and whether it has fired: shared by the coordinator and every instance
+// of the actor it targets, so that a restarted actor does not fail again on the same cue.
+struct InjectedFault {
+  FaultSpec spec;
+  std::shared_ptr<std::atomic<bool>> fired = std::make_shared<std::atomic<bool>>(false);
+};
 
 struct StepOrder {
   int64_t step = 0;
@@ -113,8 +121,8 @@ struct StageSpec {
   int dp_rank = 0;
   int64_t bucket_floats = int64_t(1) << 20;  // gradients per all-reduce bucket (4 MiB)
   // Fault injection (tests, demos): fail on cue at (step, phase); phases forward,
-  // backward, optimizer. The coordinator passes only faults that have not fired yet.
-  std::vector<FaultSpec> faults;
+  // backward, optimizer. Each fires once, whichever instance of the actor meets it.
+  std::vector<InjectedFault> faults;
 };
 
 struct StageState {
@@ -149,7 +157,7 @@ struct StageState {
   bool reduce_failed = false;
   int64_t reduce_start_ns = 0;
   std::vector<pipeline::StageLinks> links;
-  std::vector<FaultSpec> faults;
+  std::vector<InjectedFault> faults;
   int dp_rank = 0;
   static inline const char* name = "stage";
 };

@@ -144,9 +144,10 @@ int cmd_run(int argc, char** argv) {
       auto back = coord.recover(step);
       if (!back) throw std::runtime_error("troupe run: cannot recover: " + back.error().message);
       double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_fail).count();
-      std::printf("recovered: restarted the stage actors (one_for_all), restored the snapshot of step %lld in %.1f ms; "
-                  "replaying from step %lld (restart %d)\n",
-                  (long long)*back, ms, (long long)(*back + 1), coord.restarts());
+      std::printf("recovered: the supervisor restarted the stage actors (one_for_all) in %.1f ms; restored the "
+                  "snapshot of step %lld; training resumed %.1f ms after the failed step; replaying from step %lld "
+                  "(restart %d)\n",
+                  coord.last_restart_seconds() * 1e3, (long long)*back, ms, (long long)(*back + 1), coord.restarts());
       if (metrics && metrics_at.count(*back)) {
         std::fflush(metrics);
         std::filesystem::resize_file(metrics_out, std::uintmax_t(metrics_at[*back]));

@@ -12,7 +12,7 @@ job=(examples/jobs/austen_pp2.toml --set train.steps=8 --set checkpoint.snapshot
 "$troupe" run "${job[@]}" --set parallel.dp=2 --metrics-out "$out/ref_dp2" >/dev/null
 run_case() {  # name, reference, fault list
   "$troupe" run "${job[@]}" "${@:4}" --set "fault.kill=$3" --metrics-out "$out/$1" > "$out/$1.log"
-  grep -q "recovered: restarted the stage actors" "$out/$1.log" || { echo "FAIL: $1: no recovery reported"; cat "$out/$1.log"; exit 1; }
+  grep -q "recovered: the supervisor restarted the stage actors" "$out/$1.log" || { echo "FAIL: $1: no recovery reported"; cat "$out/$1.log"; exit 1; }
   grep -q "injected fault" "$out/$1.log" || { echo "FAIL: $1: root cause not reported"; cat "$out/$1.log"; exit 1; }
   diff <(losses "$out/$2") <(losses "$out/$1") || { echo "FAIL: $1: losses differ from the run without failures"; exit 1; }
   echo "ok: $1 ($(grep -c recovered "$out/$1.log") recoveries)"
@@ -40,7 +40,7 @@ if ls -d "$out"/ck1/*.tmp 2>/dev/null; then echo "FAIL: a half-written checkpoin
 "$troupe" run "${job[@]}" "${ck[@]}" --set checkpoint.dir="$out/ck2" \
   --set 'fault.kill=["checkpoint@step4:checkpoint", "stage1@step6:backward"]' --metrics-out "$out/ckmixed" > "$out/ckmixed.log"
 diff <(losses "$out/ref") <(losses "$out/ckmixed") || { echo "FAIL: losses changed (checkpoint + stage faults)"; exit 1; }
-grep -q "recovered: restarted the stage actors" "$out/ckmixed.log" || { echo "FAIL: stage recovery"; exit 1; }
+grep -q "recovered: the supervisor restarted the stage actors" "$out/ckmixed.log" || { echo "FAIL: stage recovery"; exit 1; }
 "$troupe" run "${job[@]}" "${ck[@]}" --set checkpoint.dir="$out/ck2" --set train.steps=10 --resume --metrics-out "$out/ckmixed" >/dev/null
 test "$(wc -l < "$out/ckmixed")" -eq 10 || { echo "FAIL: resume from a rewritten checkpoint"; exit 1; }
 echo "ok: checkpoint writer crash (alone, and with a stage failure) and resume from its checkpoints"
@@ -48,5 +48,5 @@ if "$troupe" run "${job[@]}" --set supervision.max_restarts=0 --set 'fault.kill=
     >"$out/esc.log" 2>&1; then
   echo "FAIL: a fault beyond the restart intensity must fail the run"; exit 1
 fi
-grep -q "restart intensity exceeded" "$out/esc.log" || { echo "FAIL: no escalation message"; cat "$out/esc.log"; exit 1; }
+grep -q "training exceeded restart intensity 0 in 60 s: child stage1 failed: .*injected fault" "$out/esc.log" || { echo "FAIL: no escalation message"; cat "$out/esc.log"; exit 1; }
 echo "PASS: every injected failure recovered with the fault-free losses; intensity escalates"
