@@ -1,6 +1,7 @@
 // `troupe bench pipeline`: the bubble fraction measured by running the stage actors
 // (idle = waiting for inputs; see Coordinator's StepMetrics) against theory,
-// (p-1)/(m+p-1) for GPipe and 1F1B, for several p and m. Kernels run one thread each so
+// (p-1)/(m+p-1) for GPipe and 1F1B and (p-1)/(v m+p-1) for interleaved 1F1B with v = 2,
+// for several p and m. Kernels run one thread each so
 // that stages do not fight over cores; on a machine with fewer cores than stages the
 // measurement cannot reach theory, and the JSON says how many cores there were.
 
@@ -41,7 +42,7 @@ int cmd_bench_pipeline(int argc, char** argv) {
 
   ops::set_num_threads(1);
   nlohmann::json results = nlohmann::json::array();
-  for (std::string sched : {"gpipe", "1f1b"})
+  for (std::string sched : {"gpipe", "1f1b", "interleaved"})
     for (int p : {2, 4})
       for (int m : {4, 8}) {
         JobConfig job;
@@ -58,6 +59,8 @@ int cmd_bench_pipeline(int argc, char** argv) {
         job.parallel.pp = p;
         job.parallel.microbatches = m;
         job.parallel.schedule = sched;
+        const int v = sched == "interleaved" ? 2 : 1;  // 2 model chunks per stage
+        job.parallel.virtual_stages = v;
         job.train.steps = steps;
         job.checkpoint.snapshot_every = 0;
         if (auto ok = job.validate(); !ok) throw std::runtime_error(ok.error().message);
@@ -71,11 +74,13 @@ int cmd_bench_pipeline(int argc, char** argv) {
           if (!mt) throw std::runtime_error(mt.error().message);
           if (s > 0) sum += mt->bubble_fraction;  // step 0 warms up
         }
-        double measured = sum / (steps - 1), theory = double(p - 1) / double(m + p - 1);
+        // (p-1)/(m+p-1) for GPipe and 1F1B; (p-1)/(v m+p-1) interleaved.
+        double measured = sum / (steps - 1), theory = double(p - 1) / double(v * m + p - 1);
         if (!as_json)
-          std::printf("%-6s p=%d m=%d: bubble %.3f measured, %.3f theory (%+.1f points)\n", sched.c_str(), p, m,
-                      measured, theory, 100 * (measured - theory));
-        results.push_back({{"schedule", sched}, {"p", p}, {"m", m}, {"measured", measured}, {"theory", theory}});
+          std::printf("%-11s p=%d m=%d v=%d: bubble %.3f measured, %.3f theory (%+.1f points)\n", sched.c_str(), p, m,
+                      v, measured, theory, 100 * (measured - theory));
+        results.push_back(
+            {{"schedule", sched}, {"p", p}, {"m", m}, {"v", v}, {"measured", measured}, {"theory", theory}});
       }
   nlohmann::json out = {{"bench", "pipeline"}, {"cores", omp_get_num_procs()}, {"steps", steps}, {"results", results}};
   std::printf("%s\n", out.dump(as_json ? -1 : 2).c_str());

@@ -14,7 +14,9 @@ static void usage() {
                "  run JOB.toml       run a training job in this process (see troupe run --help)\n"
                "  data ...           prepare the Austen corpus and token files (see troupe data --help)\n"
                "  bench train        training throughput vs the sgemm peak and PyTorch (--json)\n"
-               "  bench pipeline     measured pipeline bubble vs theory (--json)\n");
+               "  bench pipeline     measured pipeline bubble vs theory (--json)\n"
+               "  bench actors       actor round trip: Troupe vs raw CAF vs Ray (--json)\n"
+               "  bench checkpoint   step stall of asynchronous checkpoints (--json)\n");
 }
 
 int main(int argc, char** argv) {
