@@ -533,9 +533,7 @@ Expected<StepMetrics> Coordinator::run_step(int64_t step) {
   mt.grad_norm = std::sqrt(sq);
   float lr = model::lr_schedule(int(step), float(job_.optimizer.lr), float(job_.optimizer.min_lr),
                                 job_.optimizer.warmup_steps, job_.train.steps);
-  float clip = job_.optimizer.grad_clip > 0 && mt.grad_norm > 0
-                   ? std::min(1.0f, float(job_.optimizer.grad_clip / (mt.grad_norm + 1e-6)))
-                   : 1.0f;
+  float clip = model::clip_scale(float(job_.optimizer.grad_clip), mt.grad_norm);
   std::vector<decltype(self->request(stages_[0][0], caf::infinite, apply_atom::value, int64_t{}, 0.0f, 0.0f))>
       applied;
   for (auto& replica : stages_)

@@ -20,9 +20,9 @@ double AdamW::grad_sum_squares() const {
   return s;
 }
 
-float AdamW::clip_scale(double global_norm) const {
-  if (cfg_.grad_clip <= 0) return 1.0f;
-  double c = double(cfg_.grad_clip) / (global_norm + 1e-6);
+float clip_scale(double grad_clip, double global_norm) {
+  if (grad_clip <= 0) return 1.0f;
+  double c = grad_clip / (global_norm + 1e-6);
   return c < 1.0 ? float(c) : 1.0f;
 }
 

@@ -21,13 +21,18 @@ struct OptimConfig {
   float grad_clip = 1.0f;  // max global gradient norm (0: off)
 };
 
+// Global-norm gradient clipping: the factor that brings a gradient of norm global_norm
+// down to grad_clip (1 when it is within it, or when clipping is off: grad_clip <= 0).
+// One definition, so that every runtime (single model, pipeline, replicas) clips alike.
+float clip_scale(double grad_clip, double global_norm);
+
 class AdamW {
  public:
   AdamW(std::vector<Param>& params, const OptimConfig& cfg);
   // Sum of squared gradients of these parameters, in a fixed order.
   double grad_sum_squares() const;
   // Clip factor for a global norm: min(1, clip / (norm + 1e-6)), as torch's clip_grad_norm_.
-  float clip_scale(double global_norm) const;
+  float clip_scale(double global_norm) const { return model::clip_scale(cfg_.grad_clip, global_norm); }
   // One step at learning rate lr; gradients are multiplied by grad_scale first.
   void step(float lr, float grad_scale);
   int steps_taken() const { return t_; }

@@ -104,7 +104,7 @@ PipelineRun run_pipeline(caf::actor_system& sys, const ModelConfig& cfg, const O
     for (double x : chunk_sq) sq += x;
     out.losses.push_back(losses);
     out.norms.push_back(std::sqrt(sq));
-    float clip = std::min(1.0f, float(oc.grad_clip / (std::sqrt(sq) + 1e-6)));
+    float clip = clip_scale(oc.grad_clip, std::sqrt(sq));
     for (auto& replica : stages)
       for (auto& a : replica)
         self->request(a, caf::infinite, apply_atom::value, int64_t(step), oc.lr, clip)
@@ -159,7 +159,7 @@ TEST_CASE("stage actors train a pipeline bitwise equal to the single model", "[a
     double sq = ((chunk_sq[0] + chunk_sq[1]) + chunk_sq[2]) + chunk_sq[3];
     want.losses.push_back(losses);
     want.norms.push_back(std::sqrt(sq));
-    ref_opt.step(oc.lr, std::min(1.0f, float(oc.grad_clip / (std::sqrt(sq) + 1e-6))));
+    ref_opt.step(oc.lr, ref_opt.clip_scale(std::sqrt(sq)));
   }
   for (auto& q : ref.params()) want.params[q.name].assign(q.value.data<float>(), q.value.data<float>() + q.value.numel());
   // Four chunks of one layer each: p = 4 (1F1B), p = 2 x v = 2 (interleaved).
