@@ -159,7 +159,7 @@ Expected<CheckpointReport> Coordinator::after_step(int64_t steps_done, bool forc
     for (auto& a : stages_[0])
       self->request(a, caf::infinite, snapshot_atom::value)
           .receive([&](SnapshotSource& src) { order.sources.push_back(std::move(src)); },
-                   [&](caf::error& e) { err = sys_.render(e); });
+                   [&](caf::error& e) { err = describe_reason(e); });
     if (!err.empty()) {  // release what was pinned
       for (auto& src : order.sources) caf::anon_send(src.owner, released_atom::value);
       return make_error("snapshot: " + err);
@@ -234,7 +234,7 @@ Expected<void> Coordinator::restore_all(std::shared_ptr<const std::map<std::stri
   for (auto& replica : stages_)
     for (auto& a : replica)
       self->request(a, caf::infinite, restore_atom::value, RestoreMsg{tensors, optimizer_steps})
-          .receive([](bool) {}, [&](caf::error& e) { err = sys_.render(e); });
+          .receive([](bool) {}, [&](caf::error& e) { err = describe_reason(e); });
   if (!err.empty()) return make_error(err);
   return {};
 }
@@ -515,7 +515,7 @@ Expected<StepMetrics> Coordinator::run_step(int64_t step) {
         },
         [&](caf::error& e) {
           // Report the root cause, not the peers that failed because of it.
-          std::string why = sys_.render(e);
+          std::string why = describe_reason(e);
           int rank = why.find(": stopped (") != std::string::npos ? 0
                      : why.find("a peer stage failed") != std::string::npos ||
                              why.find("data-parallel peer failed") != std::string::npos
@@ -542,7 +542,7 @@ Expected<StepMetrics> Coordinator::run_step(int64_t step) {
   for (auto& h : applied)
     h.receive([&](Applied& a) { stall_ns = std::max(stall_ns, a.stall_ns); },
               [&](caf::error& e) {
-                if (failure.empty()) failure = sys_.render(e);
+                if (failure.empty()) failure = describe_reason(e);
               });
   mt.checkpoint_stall_seconds = pin_stall_seconds_ + double(stall_ns) * 1e-9;
   pin_stall_seconds_ = 0;

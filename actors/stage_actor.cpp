@@ -84,6 +84,12 @@ void advance(Self self) {
 
 }  // namespace
 
+StageState::~StageState() {
+  auto why = caf::make_error(caf::sec::runtime_error, stage_name + ": stopped (killed)");
+  if (done.pending()) done.deliver(why);
+  if (deferred && deferred->promise.pending()) deferred->promise.deliver(why);
+}
+
 stage_actor::behavior_type stage_actor_fn(stage_actor::stateful_pointer<StageState> self, StageSpec spec) {
   auto& st = self->state;
   st.stage_name = spec.name;

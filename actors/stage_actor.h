@@ -160,6 +160,9 @@ struct StageState {
   std::vector<InjectedFault> faults;
   int dp_rank = 0;
   static inline const char* name = "stage";
+  // Killed outright (exit_reason::kill skips the exit handler) with a request open: the
+  // state goes away when the actor exits, and answers first so nobody waits forever.
+  ~StageState();
 };
 
 stage_actor::behavior_type stage_actor_fn(stage_actor::stateful_pointer<StageState> self, StageSpec spec);

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "actors/coordinator.h"
+#include "actors/coordinator_actor.h"
 #include "apps/commands.h"
 #include "core/file_io.h"
 #include "core/progress.h"
@@ -85,29 +85,31 @@ int cmd_run(int argc, char** argv) {
 
   caf::actor_system_config cfg;
   caf::actor_system sys{cfg};
-  actors::Coordinator coord(sys, *job);
-  if (auto ok = coord.start(); !ok) throw std::runtime_error(ok.error().message);
+  // The coordinator is an actor; this thread is its client (as a console would be).
+  actors::CoordinatorClient coord(sys, actors::spawn_coordinator(sys, *job));
+  using namespace actors;
+  auto started = coord.call<CoordinatorInfo>(start_atom::value);
+  if (!started) throw std::runtime_error(started.error().message);
   std::printf("troupe run %s: %s; pp=%d dp=%d, %d microbatches (%s), batch %d x %d tokens, %d steps\n",
-              job_path.c_str(), coord.model_config().str().c_str(), job->parallel.pp, job->parallel.dp,
+              job_path.c_str(), started->model.str().c_str(), job->parallel.pp, job->parallel.dp,
               job->parallel.microbatches, job->parallel.schedule.c_str(), job->data.batch_size, job->data.seq_len,
               job->train.steps);
-  if (auto faults = coord.planned_faults(); !faults.empty()) {
+  if (auto& faults = started->faults; !faults.empty()) {
     std::string plan;
     for (auto& f : faults) plan += strformat("%s%s@step%d:%s", plan.empty() ? "" : ", ", f.target.c_str(), f.step, f.phase.c_str());
     std::printf("fault injection: %s\n", plan.c_str());
   }
   if (!graph_out.empty()) {
     bool dot = graph_out.size() > 4 && graph_out.compare(graph_out.size() - 4, 4, ".dot") == 0;
-    std::ofstream(graph_out) << (dot ? coord.graph_dot() : coord.graph_json());
+    std::ofstream(graph_out) << (dot ? started->graph_dot : started->graph_json);
   }
-  if (!trace_out.empty()) coord.enable_trace();
+  if (!trace_out.empty()) coord.call<std::string>(trace_atom::value, true);
   int64_t first = 0;
   if (resume) {
-    std::vector<std::string> warnings;
-    auto at = coord.restore_latest(&warnings);
-    for (auto& w : warnings) std::fprintf(stderr, "troupe run: warning: %s\n", w.c_str());
+    auto at = coord.call<ResumeInfo>(resume_atom::value);
     if (!at) throw std::runtime_error(at.error().message);
-    first = *at;
+    for (auto& w : at->warnings) std::fprintf(stderr, "troupe run: warning: %s\n", w.c_str());
+    first = at->step;
     std::printf("resumed from %s at step %lld\n", job->checkpoint.dir.c_str(), (long long)first);
   }
   std::FILE* metrics = nullptr;
@@ -119,9 +121,10 @@ int cmd_run(int argc, char** argv) {
   // File offset of each step's metrics line, so that a rewind after a failure drops the
   // lines of the steps that are replayed: the file ends as in a run without failures.
   std::map<int64_t, long> metrics_at;
+  int restarts = 0;  // of the stage gang, for the metrics
   // Checkpoint policy after a step: prints what finished in the background.
   auto checkpoints = [&](int64_t steps_done, bool force) {
-    auto rep = force ? coord.after_step(steps_done, true) : coord.after_step(steps_done);
+    auto rep = coord.call<CheckpointReport>(checkpoint_atom::value, steps_done, force);
     if (!rep) throw std::runtime_error("troupe run: " + rep.error().message);
     for (auto& e : rep->events) std::printf("%scheckpoint writer: %s\n", tty ? "\n" : "", e.c_str());
     for (auto& p : rep->published) std::printf("%scheckpoint %s\n", tty ? "\n" : "", p.c_str());
@@ -130,30 +133,32 @@ int cmd_run(int argc, char** argv) {
   for (int64_t step = first; step < job->train.steps; step++) {
     if (auto it = scale_at.find(step); it != scale_at.end()) {
       auto t0 = std::chrono::steady_clock::now();
-      if (auto ok = coord.scale_dp(it->second, step); !ok) throw std::runtime_error("troupe run: " + ok.error().message);
+      auto scaled = coord.call<CoordinatorInfo>(scale_atom::value, it->second, step);
+      if (!scaled) throw std::runtime_error("troupe run: " + scaled.error().message);
       std::printf("%sscaled to dp=%d after step %lld in %.1f ms: %zu actors, %d microbatches per replica\n",
                   tty ? "\n" : "", it->second, (long long)step,
                   std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(),
-                  coord.nodes().size(), coord.job().parallel.microbatches);
+                  scaled->actors, scaled->job.parallel.microbatches);
       scale_at.erase(it);
     }
-    auto result = coord.run_step(step);
+    auto result = coord.call<StepMetrics>(run_step_atom::value, step);
     if (!result) {
       auto t_fail = std::chrono::steady_clock::now();
       std::printf("%sstep %lld: %s\n", tty ? "\n" : "", (long long)(step + 1), result.error().message.c_str());
-      auto back = coord.recover(step);
+      auto back = coord.call<RecoverInfo>(recover_atom::value, step);
       if (!back) throw std::runtime_error("troupe run: cannot recover: " + back.error().message);
+      restarts = back->restarts;
       double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_fail).count();
       std::printf("recovered: the supervisor restarted the stage actors (one_for_all) in %.1f ms; restored the "
                   "snapshot of step %lld; training resumed %.1f ms after the failed step; replaying from step %lld "
                   "(restart %d)\n",
-                  coord.last_restart_seconds() * 1e3, (long long)*back, ms, (long long)(*back + 1), coord.restarts());
-      if (metrics && metrics_at.count(*back)) {
+                  back->restart_seconds * 1e3, (long long)back->step, ms, (long long)(back->step + 1), back->restarts);
+      if (metrics && metrics_at.count(back->step)) {
         std::fflush(metrics);
-        std::filesystem::resize_file(metrics_out, std::uintmax_t(metrics_at[*back]));
+        std::filesystem::resize_file(metrics_out, std::uintmax_t(metrics_at[back->step]));
         std::fseek(metrics, 0, SEEK_END);
       }
-      step = *back - 1;
+      step = back->step - 1;
       continue;
     }
     actors::StepMetrics mt = *result;
@@ -163,7 +168,7 @@ int cmd_run(int argc, char** argv) {
                           {"lr", mt.lr},                  {"grad_norm", mt.grad_norm},
                           {"tokens_per_s", mt.tokens_per_second}, {"step_s", mt.step_seconds},
                           {"bubble_fraction", mt.bubble_fraction}, {"ckpt_stall_s", mt.checkpoint_stall_seconds},
-                          {"restarts", coord.restarts()}};
+                          {"restarts", restarts}};
       std::fprintf(metrics, "%s\n", j.dump().c_str());
       std::fflush(metrics);
     }
@@ -177,7 +182,7 @@ int cmd_run(int argc, char** argv) {
     std::fflush(stdout);
     checkpoints(step + 1, false);
   }
-  if (auto rep = coord.flush_checkpoints(); !rep) {
+  if (auto rep = coord.call<CheckpointReport>(flush_atom::value); !rep) {
     throw std::runtime_error("troupe run: " + rep.error().message);
   } else {
     for (auto& e : rep->events) std::printf("checkpoint writer: %s\n", e.c_str());
@@ -185,7 +190,7 @@ int cmd_run(int argc, char** argv) {
   }
   if (metrics) std::fclose(metrics);
   if (!trace_out.empty()) {
-    auto text = coord.trace_json();
+    auto text = coord.call<std::string>(trace_atom::value, false).value();
     auto ok = write_file_atomic(trace_out, {{text.data(), text.size()}});
     if (!ok) throw std::runtime_error("troupe run: --trace-out: " + ok.error().message);
     std::printf("trace written to %s (open in Perfetto or chrome://tracing)\n", trace_out.c_str());
