@@ -120,7 +120,7 @@ Expected<int> required_slots(const Schedule& s) {
 }
 
 StageExecutor::StageExecutor(model::Transformer& model, StageLinks links) {
-  chunks_.push_back(ChunkState{&model, links, -1, {}, {}, {}, {}});
+  chunks_.push_back(ChunkState{&model, links, -1, {}, {}, {}, {}, {}});
 }
 
 StageExecutor::StageExecutor(std::vector<Chunk> chunks, int stage, int stages) {
@@ -144,7 +144,7 @@ StageExecutor::StageExecutor(std::vector<Chunk> chunks, int stage, int stages) {
     for (const InprocChannel* in : {ch.links.act_in, ch.links.grad_in})
       TROUPE_CHECK(!in || inputs.insert(in).second, "stage %d chunk %zu: channel %s is read by another chunk", stage, c,
                    in->name().c_str());
-    chunks_.push_back(ChunkState{ch.model, ch.links, g, {}, {}, {}, {}});
+    chunks_.push_back(ChunkState{ch.model, ch.links, g, {}, {}, {}, {}, {}});
   }
 }
 
@@ -170,6 +170,7 @@ void StageExecutor::begin_step(int64_t step, const StagePlan& plan, const std::v
     c.early_grad.assign(mbs->size(), std::nullopt);
     c.slot_of.assign(mbs->size(), -1);
     c.slot_taken.assign(c.slot_taken.size(), 0);
+    c.held_input.clear();
   }
 }
 
@@ -239,14 +240,19 @@ StageExecutor::Progress StageExecutor::advance() {
                    in.microbatch);
       const int slot = take_slot(ch.slot_taken);
       ch.slot_of[size_t(in.microbatch)] = slot;
+      // No copies: the model reads the received activations in place and writes its
+      // output straight into the tensor that is then handed to the next stage.
+      if (size_t(slot) >= ch.held_input.size()) ch.held_input.resize(size_t(slot) + 1);
+      if (input) ch.held_input[size_t(slot)] = std::move(input->payload);
+      Tensor out;
+      if (!range.head) out = Tensor::empty({N, C});
       const int64_t t0 = now_ns();
-      float loss = model.forward(mb.tokens.data(), input ? input->payload.data<float>() : nullptr,
-                                 range.head ? mb.targets.data() : nullptr, mb.B, mb.T, slot);
+      float loss = model.forward(mb.tokens.data(), input ? ch.held_input[size_t(slot)].data<float>() : nullptr,
+                                 range.head ? mb.targets.data() : nullptr, mb.B, mb.T, slot, /*borrow_input=*/true,
+                                 range.head ? nullptr : out.data<float>());
       if (range.head) {
         losses_[size_t(in.microbatch)] = loss;
       } else {
-        Tensor out = Tensor::empty({N, C});
-        std::memcpy(out.raw(), model.output(slot), out.nbytes());
         pending_ = Envelope{step_, in.microbatch, sender, std::move(out)};
         pending_to_ = ch.links.act_out;
       }
@@ -259,11 +265,13 @@ StageExecutor::Progress StageExecutor::advance() {
       }
       const int slot = ch.slot_of[size_t(in.microbatch)];
       TROUPE_CHECK(slot >= 0, "chunk %d: backward of microbatch %d before its forward", in.chunk, in.microbatch);
+      Tensor dx;
+      if (!range.embedding) dx = Tensor::empty({N, C});
       const int64_t t0 = now_ns();
-      model.backward(grad ? grad->payload.data<float>() : nullptr, dloss_scale_, slot);
+      model.backward(grad ? grad->payload.data<float>() : nullptr, dloss_scale_, slot,
+                     range.embedding ? nullptr : dx.data<float>());
+      if (size_t(slot) < ch.held_input.size()) ch.held_input[size_t(slot)] = Tensor();  // its backward is done
       if (!range.embedding) {
-        Tensor dx = Tensor::empty({N, C});
-        std::memcpy(dx.raw(), model.input_grad(slot), dx.nbytes());
         pending_ = Envelope{step_, in.microbatch, sender, std::move(dx)};
         pending_to_ = ch.links.grad_out;
       }

@@ -130,6 +130,9 @@ class StageExecutor {
     // as many activation sets as it has microbatches in flight, not m.
     std::vector<int> slot_of;
     std::vector<char> slot_taken;
+    // Zero copy: the received input of each slot's microbatch, read in place by the
+    // model until that microbatch's backward, then released.
+    std::vector<Tensor> held_input;
   };
   bool try_flush();  // sends the pending envelope; false when the channel has no credit
   std::vector<ChunkState> chunks_;

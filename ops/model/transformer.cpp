@@ -267,6 +267,7 @@ struct Transformer::Activations {
   int B = 0, T = 0;
   Tensor buf;
   std::vector<float*> xs;            // residual stream: xs[0] stage input, xs[i+1] after layer i
+  std::vector<float*> xs_owned;      // xs as allocated (a forward may point xs[0] / xs[L] elsewhere)
   std::vector<LayerActs> layers;     // one per layer, or one shared when recomputing
   float *lnf, *lnf_mean, *lnf_rstd;  // head
   float *logits, *dlogits, *losses;  // (N, V), (N, V), (N)
@@ -308,6 +309,7 @@ void Transformer::ensure_activations(int slot, int B, int T) {
       return r;
     };
     for (auto& x : a->xs) x = take(N * C);
+    a->xs_owned = a->xs;
     for (auto& la : a->layers) {
       la.ln1 = take(N * C);
       la.ln1_mean = take(N);
@@ -416,11 +418,23 @@ void Transformer::layer_forward(int i, const float* x_in, float* x_out, LayerAct
 
 float Transformer::forward(const int32_t* tokens, const float* input, const int32_t* targets, int B, int T,
                            int slot) {
+  return forward(tokens, input, targets, B, T, slot, false, nullptr);
+}
+
+float Transformer::forward(const int32_t* tokens, const float* input, const int32_t* targets, int B, int T,
+                           int slot, bool borrow_input, float* output_into) {
   TROUPE_CHECK(B > 0 && T > 0, "forward with B=%d T=%d", B, T);
   TROUPE_CHECK(T <= cfg_.max_seq_len, "sequence length %d exceeds max_seq_len %d", T, cfg_.max_seq_len);
   ensure_activations(slot, B, T);
   Activations& A = *acts_;
   const int N = B * T, C = cfg_.d_model, V = cfg_.vocab_size;
+  const int L = n_stage_layers();
+  A.xs = A.xs_owned;
+  // Borrowed input and caller-owned output: only where they are distinct buffers of a
+  // stage with layers (a zero-layer chunk copies its input to its output).
+  const bool borrow = borrow_input && !stage_.embedding && L > 0;
+  if (borrow) A.xs[0] = const_cast<float*>(input);  // read only, until this slot's backward
+  if (output_into && !stage_.head && L > 0) A.xs[size_t(L)] = output_into;
 
   if (stage_.embedding) {
     TROUPE_CHECK(tokens != nullptr, "first stage needs tokens");
@@ -431,12 +445,15 @@ float Transformer::forward(const int32_t* tokens, const float* input, const int3
     ops::embedding_forward(A.xs[0], A.tokens.data(), w_->wte, w_->wpe, B, T, C);
   } else {
     TROUPE_CHECK(input != nullptr, "stage starting at layer %d needs input activations", stage_.first_layer);
-    std::memcpy(A.xs[0], input, size_t(N) * C * 4);
+    if (!borrow) std::memcpy(A.xs[0], input, size_t(N) * C * 4);
   }
   for (int i = 0; i < n_stage_layers(); i++) layer_forward(i, A.xs[size_t(i)], A.xs[size_t(i) + 1], layer_acts(i), B, T);
 
   A.have_targets = false;
-  if (!stage_.head) return NAN;
+  if (!stage_.head) {
+    if (output_into && L == 0) std::memcpy(output_into, A.xs[0], size_t(N) * C * 4);
+    return NAN;
+  }
   const float* x = A.xs[size_t(n_stage_layers())];
   if (cfg_.arch == Arch::GPT2)
     ops::layernorm_forward(A.lnf, A.lnf_mean, A.lnf_rstd, x, w_->lnf_w, w_->lnf_b, N, C, cfg_.norm_eps);
@@ -533,6 +550,10 @@ void Transformer::layer_backward(int i, const float* x_in, const float* dx_out, 
 }
 
 void Transformer::backward(const float* d_output, float dloss_scale, int slot) {
+  backward(d_output, dloss_scale, slot, nullptr);
+}
+
+void Transformer::backward(const float* d_output, float dloss_scale, int slot, float* input_grad_into) {
   TROUPE_CHECK(slot >= 0 && size_t(slot) < slots_.size() && slots_[size_t(slot)],
                "backward of activation slot %d before its forward", slot);
   acts_ = slots_[size_t(slot)].get();
@@ -564,8 +585,11 @@ void Transformer::backward(const float* d_output, float dloss_scale, int slot) {
   for (int i = L - 1; i >= 0; i--) {
     LayerActs& a = layer_acts(i);
     if (recompute_) layer_forward(i, A.xs[size_t(i)], A.dinput /*scratch for the unused output*/, a, B, T);
-    layer_backward(i, A.xs[size_t(i)], dx, dx_next, a, B, T);
-    std::swap(dx, dx_next);
+    // The first layer of a non-first stage writes the input gradient where asked.
+    float* dst = i == 0 && input_grad_into && !stage_.embedding ? input_grad_into : dx_next;
+    layer_backward(i, A.xs[size_t(i)], dx, dst, a, B, T);
+    if (dst == dx_next) std::swap(dx, dx_next);
+    else dx = dst;
     if (grad_ready_) grad_ready_(layer_off_[size_t(i)], layer_off_[size_t(i) + 1] - layer_off_[size_t(i)]);
   }
 
@@ -573,6 +597,8 @@ void Transformer::backward(const float* d_output, float dloss_scale, int slot) {
     // forward: xs[0] = wte[tokens] + wpe[t]
     ops::embedding_backward(g_->wte, g_->wpe, dx, A.tokens.data(), B, T, C);
     if (grad_ready_ && layer_off_[0] > 0) grad_ready_(0, layer_off_[0]);
+  } else if (input_grad_into) {
+    if (dx != input_grad_into) std::memcpy(input_grad_into, dx, size_t(N) * C * 4);  // zero-layer chunk
   } else {
     std::memcpy(A.dinput, dx, size_t(N) * C * 4);
   }

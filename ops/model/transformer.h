@@ -105,6 +105,13 @@ class Transformer {
   //    non-ignored targets (NaN when targets is null). Other stages return NaN and
   //    leave their output in output().
   float forward(const int32_t* tokens, const float* input, const int32_t* targets, int B, int T, int slot = 0);
+  // Zero-copy form for pipeline stages: with borrow_input the slot reads `input` in
+  // place (it must stay valid and unchanged until the slot's backward) instead of copying
+  // it; with output_into (non-last stage) the last layer writes its output there, so it
+  // can be handed to the next stage as it is. output(slot) then points there too (a
+  // stage without layers copies its input there).
+  float forward(const int32_t* tokens, const float* input, const int32_t* targets, int B, int T, int slot,
+                bool borrow_input, float* output_into);
   const float* output(int slot = 0) const;  // (N, C) activations of a non-last stage
   const float* logits(int slot = 0) const;  // (N, V), last stage after forward
   // Per-token losses (N) of the slot's last forward with targets.
@@ -116,6 +123,8 @@ class Transformer {
   //  - other stages: d_output (N, C) is the gradient arriving from the next stage.
   // Afterwards input_grad() holds d(input) (N, C) for non-first stages.
   void backward(const float* d_output, float dloss_scale, int slot = 0);
+  // Zero-copy form: the input gradient (non-first stage) is written to input_grad_into.
+  void backward(const float* d_output, float dloss_scale, int slot, float* input_grad_into);
   const float* input_grad(int slot = 0) const;
 
   int64_t activation_bytes() const;  // bytes held by all slots

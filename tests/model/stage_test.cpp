@@ -218,3 +218,32 @@ TEST_CASE("gradient readiness: groups tile the buffer backwards and are final wh
     }
   }
 }
+
+TEST_CASE("zero-copy forward and backward give the copying forms' bits", "[model][zerocopy]") {
+  // A middle stage, and a chunk without layers (it only passes activations through).
+  ModelConfig cfg = ModelConfig::llama(3, 4, 2, 32, 40, 53, 16);
+  for (StageRange range : {StageRange{1, 2, false, false}, StageRange{2, 2, false, false}}) {
+    INFO("layers [" << range.first_layer << ", " << range.last_layer << ")");
+    Transformer a(cfg, range), b(cfg, range);
+    a.init_weights(6);
+    b.init_weights(6);
+    a.zero_grad();
+    b.zero_grad();
+    const int B = 2, T = 12;
+    const size_t NC = size_t(B) * T * size_t(cfg.d_model);
+    std::vector<float> input(NC), dout(NC), out(NC, -1.0f), dx(NC, -1.0f);
+    RngStream r(21, {2});
+    r.fill_normal(input.data(), int64_t(NC), 0, 1);
+    r.fill_normal(dout.data(), int64_t(NC), 0, 0.1f);
+    const std::vector<float> input_before = input;
+    a.forward(nullptr, input.data(), nullptr, B, T, 0);
+    b.forward(nullptr, input.data(), nullptr, B, T, 0, /*borrow_input=*/true, out.data());
+    CHECK(std::memcmp(a.output(0), out.data(), NC * 4) == 0);
+    if (range.last_layer > range.first_layer) CHECK(b.output(0) == out.data());  // a chunk without layers copies
+    a.backward(dout.data(), 1.0f, 0);
+    b.backward(dout.data(), 1.0f, 0, dx.data());
+    CHECK(std::memcmp(a.input_grad(0), dx.data(), NC * 4) == 0);
+    CHECK(std::memcmp(a.grad_data(), b.grad_data(), size_t(a.num_params()) * 4) == 0);
+    CHECK(input == input_before);  // borrowed, never written
+  }
+}
