@@ -36,7 +36,9 @@ SnapshotPtr copy_stages(int64_t step, const std::vector<SnapshotSource>& sources
 
 }  // namespace
 
-checkpoint_writer::behavior_type checkpoint_writer_fn(checkpoint_writer::stateful_pointer<CheckpointWriterState> self) {
+checkpoint_writer::behavior_type checkpoint_writer_fn(checkpoint_writer::stateful_pointer<CheckpointWriterState> self,
+                                                      std::string role) {
+  self->state.role = std::move(role);
   return {
       [self](checkpoint_atom, CheckpointOrder& order) {
         SnapshotPtr snap;

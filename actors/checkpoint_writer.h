@@ -74,10 +74,14 @@ namespace troupe::actors {
 using checkpoint_writer = caf::typed_actor<caf::reacts_to<checkpoint_atom, CheckpointOrder>>;
 
 struct CheckpointWriterState {
+  std::string role;  // "snapshotter" or "writer", for logs
   int64_t copies = 0, writes = 0;
   static inline const char* name = "checkpoint-writer";
 };
 
-checkpoint_writer::behavior_type checkpoint_writer_fn(checkpoint_writer::stateful_pointer<CheckpointWriterState> self);
+// (CAF 0.17 dereferences a null argument tuple when a function-based actor is spawned
+// without arguments, which UBSan reports; the role argument also names the actor.)
+checkpoint_writer::behavior_type checkpoint_writer_fn(checkpoint_writer::stateful_pointer<CheckpointWriterState> self,
+                                                      std::string role);
 
 }  // namespace troupe::actors

@@ -125,8 +125,9 @@ Expected<void> Coordinator::start_writers() {
   spec.max_restarts = job_.supervision.max_restarts;
   spec.within_seconds = job_.supervision.within_seconds;
   for (const char* name : {"snapshotter", "writer"})  // detached: their work never holds a scheduler thread
-    spec.children.push_back({name, [](caf::actor_system& sys) {
-                               return caf::actor_cast<caf::actor>(sys.spawn<caf::detached>(checkpoint_writer_fn));
+    spec.children.push_back({name, [name](caf::actor_system& sys) {
+                               return caf::actor_cast<caf::actor>(
+                                   sys.spawn<caf::detached>(checkpoint_writer_fn, std::string(name)));
                              }});
   checkpoint_sup_ = spawn_supervised(sys_, std::move(spec), checkpoint_inbox_);
   return refresh_writers();
