@@ -240,6 +240,19 @@ Expected<void> Coordinator::restore_all(std::shared_ptr<const std::map<std::stri
   return {};
 }
 
+Expected<SnapshotPtr> Coordinator::latest_snapshot() {
+  if (!snapshot_.valid()) return make_error("no snapshot to restore from (checkpoint.snapshot_every = 0)");
+  try {
+    return snapshot_.get();  // the copy of the stages as they were (it may still be running)
+  } catch (const std::exception& e) {
+    return make_error(strformat("the snapshot of step %lld was lost: %s", (long long)snapshot_step_, e.what()));
+  }
+}
+
+Expected<void> Coordinator::restore_all(const SnapshotPtr& snap) {
+  return restore_all(std::shared_ptr<const std::map<std::string, Tensor>>(snap, &snap->tensors), snap->optimizer_steps);
+}
+
 Expected<void> Coordinator::scale_dp(int n, int64_t steps_done) {
   // The microbatch size stays (memory per microbatch does not change) and so does the
   // global batch: n replicas run batch_size / (n B) microbatches each.
@@ -256,12 +269,8 @@ Expected<void> Coordinator::scale_dp(int n, int64_t steps_done) {
   if (!sched) return make_error("scale dp " + std::to_string(n) + ": " + sched.error().message);
   auto rep = after_step(steps_done, true);
   if (!rep) return rep.error();
-  SnapshotPtr snap;
-  try {
-    snap = snapshot_.get();
-  } catch (const std::exception& e) {
-    return make_error(std::string("scale dp: snapshot failed: ") + e.what());
-  }
+  auto snap = latest_snapshot();
+  if (!snap) return make_error("scale dp: " + snap.error().message);
   stop_graph();
   job_ = std::move(next);
   schedule_ = std::move(*sched);
@@ -269,8 +278,7 @@ Expected<void> Coordinator::scale_dp(int n, int64_t steps_done) {
                                                 job_.data.batch_size / (n * job_.parallel.microbatches),
                                                 job_.data.seq_len, uint64_t(job_.data.seed));
   if (auto ok = spawn_graph(); !ok) return make_error("scale dp: " + ok.error().message);
-  auto tensors = std::shared_ptr<const std::map<std::string, Tensor>>(snap, &snap->tensors);
-  if (auto ok = restore_all(tensors, snap->optimizer_steps); !ok) return make_error("scale dp: restore: " + ok.error().message);
+  if (auto ok = restore_all(*snap); !ok) return make_error("scale dp: restore: " + ok.error().message);
   return {};
 }
 
@@ -291,16 +299,10 @@ Expected<int64_t> Coordinator::recover(int64_t failed_step) {
         if (node_name(r, s) == c.name) stages_[size_t(r)][size_t(s)] = caf::actor_cast<stage_actor>(c.handle);
   restarts_++;
   last_restart_seconds_ = notice->seconds;
-  if (!snapshot_.valid()) return make_error("no snapshot to restore from (checkpoint.snapshot_every = 0)");
-  SnapshotPtr snap;
-  try {
-    snap = snapshot_.get();  // the copy of the stages as they were (it may still be running)
-  } catch (const std::exception& e) {
-    return make_error(strformat("the snapshot of step %lld was lost: %s", (long long)snapshot_step_, e.what()));
-  }
-  auto tensors = std::shared_ptr<const std::map<std::string, Tensor>>(snap, &snap->tensors);
-  if (auto ok = restore_all(tensors, snap->optimizer_steps); !ok) return make_error("restore: " + ok.error().message);
-  return snap->step;
+  auto snap = latest_snapshot();
+  if (!snap) return snap.error();
+  if (auto ok = restore_all(*snap); !ok) return make_error("restore: " + ok.error().message);
+  return (*snap)->step;
 }
 
 Expected<void> Coordinator::start() {

@@ -173,6 +173,9 @@ class Coordinator {
   void start_write(PendingWrite& w);
   // Loads parameters and moments by name into every stage actor of the graph.
   Expected<void> restore_all(std::shared_ptr<const std::map<std::string, Tensor>> tensors, int optimizer_steps);
+  Expected<void> restore_all(const SnapshotPtr& snap);
+  // The latest in-memory snapshot, waiting for its copy to finish if need be.
+  Expected<SnapshotPtr> latest_snapshot();
   Expected<void> collect_write(CheckpointReport& report, bool wait);
   int restarts_ = 0;
   double last_restart_seconds_ = 0;
