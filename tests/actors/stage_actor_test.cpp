@@ -8,6 +8,7 @@
 #include <map>
 
 #include "core/rng.h"
+#include "microbatches.h"
 #include "test_util.h"
 
 using namespace troupe;
@@ -18,18 +19,7 @@ using transport::InprocChannel;
 namespace {
 
 std::vector<pipeline::Microbatch> microbatches(int m, int B, int T, int V, int64_t step) {
-  std::vector<pipeline::Microbatch> out;
-  RngStream r(31, {uint64_t(step)});
-  uint64_t k = 0;
-  for (int i = 0; i < m; i++) {
-    pipeline::Microbatch mb{B, T, {}, {}};
-    for (int j = 0; j < B * T; j++) {
-      mb.tokens.push_back(int32_t(r.bits(k++) % uint32_t(V)));
-      mb.targets.push_back(int32_t(r.bits(k++) % uint32_t(V)));
-    }
-    out.push_back(std::move(mb));
-  }
-  return out;
+  return testing::random_microbatches(31, m, B, T, V, step);
 }
 
 

@@ -16,6 +16,7 @@
 
 #include "core/rng.h"
 #include "ops/model/optimizer.h"
+#include "microbatches.h"
 #include "test_util.h"
 
 using namespace troupe;
@@ -25,19 +26,8 @@ using transport::InprocChannel;
 
 namespace {
 
-std::vector<Microbatch> make_microbatches(int m, int B, int T, int V, int64_t step) {
-  std::vector<Microbatch> out;
-  RngStream r(77, {uint64_t(step)});
-  uint64_t k = 0;
-  for (int i = 0; i < m; i++) {
-    Microbatch mb{B, T, {}, {}};
-    for (int j = 0; j < B * T; j++) {
-      mb.tokens.push_back(int32_t(r.bits(k++) % uint32_t(V)));
-      mb.targets.push_back(int32_t(r.bits(k++) % uint32_t(V)));
-    }
-    out.push_back(std::move(mb));
-  }
-  return out;
+std::vector<pipeline::Microbatch> make_microbatches(int m, int B, int T, int V, int64_t step) {
+  return testing::random_microbatches(77, m, B, T, V, step);
 }
 
 // Runs every executor until all are done; false when a whole round moves none of them
