@@ -1,13 +1,12 @@
 #include "actors/coordinator.h"
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <cmath>
-#include <algorithm>
+#include <nlohmann/json.hpp>
 
 #include "core/rng.h"
-
-#include <nlohmann/json.hpp>
 
 namespace troupe::actors {
 

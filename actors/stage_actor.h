@@ -154,7 +154,6 @@ struct StageState {
   bool running = false;
   bool plan_done = false;
   int buckets_in_flight = 0;
-  bool reduce_failed = false;
   int64_t reduce_start_ns = 0;
   std::vector<pipeline::StageLinks> links;
   std::vector<InjectedFault> faults;
