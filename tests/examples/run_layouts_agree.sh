@@ -36,6 +36,8 @@ PY
 grep -q "scaled to dp=2 after step 2 in .* ms: 4 actors, 4 microbatches per replica" "$out/scaled.log" ||
   { echo "FAIL: scale-up not reported"; cat "$out/scaled.log"; exit 1; }
 grep -q "scaled to dp=1 after step 4" "$out/scaled.log" || { echo "FAIL: scale-down not reported"; exit 1; }
+if "$troupe" run "$job" --scale-dp two@2 2>"$out/err" >/dev/null; then echo "FAIL: bad --scale-dp accepted"; exit 1; fi
+grep -q "\-\-scale-dp 'two@2': expected N@STEP" "$out/err" || { echo "FAIL: bad --scale-dp not named:"; cat "$out/err"; exit 1; }
 paste <(losses "$out/dp1") <(losses "$out/scaled") | awk '{
   d = $1 - $2; if (d < 0) d = -d
   if (d > 1e-6 * $1) { print "FAIL: scaled loss " $2 " vs dp=1 " $1 " at step " NR; bad = 1 } } END { exit bad }'
