@@ -26,6 +26,11 @@ void SupervisorInbox::exit(std::string why) {
   cv.notify_all();
 }
 
+bool SupervisorInbox::pending() {
+  std::lock_guard lk(mu);
+  return !notices.empty() || exited.has_value();
+}
+
 Expected<RestartNotice> SupervisorInbox::next(std::chrono::seconds timeout) {
   std::unique_lock<std::mutex> lk(mu);
   if (!cv.wait_for(lk, timeout, [&] { return !notices.empty() || exited; }))
@@ -142,11 +147,11 @@ Expected<void> Coordinator::refresh_writers() {
   return {};
 }
 
-Expected<CheckpointReport> Coordinator::after_step(int64_t steps_done, bool force_snapshot) {
+Expected<CheckpointReport> Coordinator::after_step(int64_t steps_done, bool force_snapshot, bool force_disk) {
   auto t0 = std::chrono::steady_clock::now();
   const auto& c = job_.checkpoint;
   CheckpointReport report;
-  report.disk = c.disk_every > 0 && steps_done > 0 && steps_done % c.disk_every == 0;
+  report.disk = force_disk || (c.disk_every > 0 && steps_done > 0 && steps_done % c.disk_every == 0);
   report.snapshot = force_snapshot || report.disk || (c.snapshot_every > 0 && steps_done % c.snapshot_every == 0);
   // A finished write is reported now; a new one waits for the one in flight (one at a time).
   if (auto ok = collect_write(report, report.disk); !ok) return ok.error();
@@ -298,6 +303,8 @@ Expected<int64_t> Coordinator::recover(int64_t failed_step) {
         if (node_name(r, s) == c.name) stages_[size_t(r)][size_t(s)] = caf::actor_cast<stage_actor>(c.handle);
   restarts_++;
   last_restart_seconds_ = notice->seconds;
+  last_failed_child_ = notice->failed_child;
+  last_failure_reason_ = notice->reason;
   auto snap = latest_snapshot();
   if (!snap) return snap.error();
   if (auto ok = restore_all(*snap); !ok) return make_error("restore: " + ok.error().message);
@@ -533,8 +540,9 @@ Expected<StepMetrics> Coordinator::run_step(int64_t step) {
     mt.bubble_fraction = 1.0 - double(busy_ns) / (double(k) * double(last_ns - first_ns));
   mt.step = step;
   mt.grad_norm = std::sqrt(sq);
-  float lr = model::lr_schedule(int(step), float(job_.optimizer.lr), float(job_.optimizer.min_lr),
-                                job_.optimizer.warmup_steps, job_.train.steps);
+  float lr = lr_override_ ? *lr_override_
+                         : model::lr_schedule(int(step), float(job_.optimizer.lr), float(job_.optimizer.min_lr),
+                                              job_.optimizer.warmup_steps, job_.train.steps);
   float clip = model::clip_scale(float(job_.optimizer.grad_clip), mt.grad_norm);
   std::vector<decltype(self->request(stages_[0][0], caf::infinite, apply_atom::value, int64_t{}, 0.0f, 0.0f))>
       applied;
@@ -556,6 +564,49 @@ Expected<StepMetrics> Coordinator::run_step(int64_t step) {
   mt.step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   mt.tokens_per_second = double(tokens) / mt.step_seconds;
   return mt;
+}
+
+Expected<SnapshotPtr> Coordinator::weights(int64_t steps_done) {
+  if (snapshot_step_ != steps_done)
+    if (auto ok = after_step(steps_done, true); !ok) return ok.error();
+  return latest_snapshot();
+}
+
+const std::vector<std::string>& Coordinator::live_keys() {
+  static const std::vector<std::string> keys = {"optimizer.lr", "optimizer.grad_clip", "checkpoint.snapshot_every",
+                                                "checkpoint.disk_every"};
+  return keys;
+}
+
+Expected<std::string> Coordinator::set_live(const std::string& key_in, const std::string& value) {
+  std::string key = key_in == "lr" ? "optimizer.lr" : key_in == "grad_clip" ? "optimizer.grad_clip" : key_in;
+  if (key == "optimizer.lr" && value == "schedule") {
+    lr_override_.reset();
+    return std::string("optimizer.lr follows the job's schedule again");
+  }
+  const auto& keys = live_keys();
+  if (std::find(keys.begin(), keys.end(), key) == keys.end()) {
+    std::string list;
+    for (auto& k : keys) list += (list.empty() ? "" : ", ") + k;
+    return make_error("'" + key_in + "' cannot change while the job runs (live keys: " + list + ")");
+  }
+  JobConfig next = job_;  // parsed and checked as in a job file, applied only if valid
+  if (auto ok = next.set(key + "=" + value); !ok) return ok.error();
+  if (key == "optimizer.lr") {
+    if (!(next.optimizer.lr > 0)) return make_error("optimizer.lr: must be > 0, got " + value);
+    lr_override_ = float(next.optimizer.lr);
+    return strformat("optimizer.lr = %g from the next step (constant; 'set lr schedule' restores the schedule)",
+                     next.optimizer.lr);
+  }
+  if (key == "optimizer.grad_clip") {
+    if (next.optimizer.grad_clip < 0) return make_error("optimizer.grad_clip: must be >= 0 (0: off), got " + value);
+    job_.optimizer.grad_clip = next.optimizer.grad_clip;
+    return strformat("optimizer.grad_clip = %g from the next step", job_.optimizer.grad_clip);
+  }
+  int n = key == "checkpoint.snapshot_every" ? next.checkpoint.snapshot_every : next.checkpoint.disk_every;
+  if (n < 0) return make_error(key + ": must be >= 0 (0: off), got " + value);
+  (key == "checkpoint.snapshot_every" ? job_.checkpoint.snapshot_every : job_.checkpoint.disk_every) = n;
+  return strformat("%s = %d", key.c_str(), n);
 }
 
 void Coordinator::trace_step(int64_t step, int actor, const StepDone& d) {

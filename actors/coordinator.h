@@ -68,6 +68,7 @@ struct SupervisorInbox {
   std::optional<std::string> exited;  // why the supervisor exited (it gave up, or was stopped)
   void push(const RestartNotice& n);
   void exit(std::string why);
+  bool pending();  // a notice waits, or the supervisor has exited
   // The next notice, or an error once the supervisor has exited or after `timeout`.
   Expected<RestartNotice> next(std::chrono::seconds timeout);
 };
@@ -96,7 +97,8 @@ class Coordinator {
   // which copies them while the next step runs; a disk checkpoint is then written in the
   // background. Finished writes are collected here, a crashed writer restarted and its
   // checkpoint written again from the same host copy.
-  Expected<CheckpointReport> after_step(int64_t steps_done, bool force_snapshot = false);
+  // force_disk (`checkpoint now`): also write that snapshot to disk.
+  Expected<CheckpointReport> after_step(int64_t steps_done, bool force_snapshot = false, bool force_disk = false);
   // Waits for the disk write in flight, if any (end of run, `checkpoint now`).
   Expected<CheckpointReport> flush_checkpoints();
   // After a failed step: waits for the training supervisor to restart the gang (or to
@@ -104,10 +106,23 @@ class Coordinator {
   // actors and returns the step to replay from.
   Expected<int64_t> recover(int64_t failed_step);
   int restarts() const { return restarts_; }
+  // The training supervisor restarted the gang (or gave up) and recover() has not yet
+  // restored it: a step or a graph change would fail until it has.
+  bool restart_pending() const { return training_inbox_ && training_inbox_->pending(); }
+  // The failure behind the last restart: the child the supervisor saw fail, and why.
+  const std::string& last_failed_child() const { return last_failed_child_; }
+  const std::string& last_failure_reason() const { return last_failure_reason_; }
+  // Changes a knob of the running job (console `set`), from the next step on. Live keys:
+  // optimizer.lr (alias lr; a constant rate replacing the schedule; "schedule" restores
+  // it), optimizer.grad_clip, checkpoint.snapshot_every, checkpoint.disk_every. Returns
+  // what changed, in words; an error names the key or the bad value.
+  Expected<std::string> set_live(const std::string& key, const std::string& value);
+  static const std::vector<std::string>& live_keys();
   // Wall time of the last gang restart (failure seen by the supervisor -> actors respawned).
   double last_restart_seconds() const { return last_restart_seconds_; }
   // The job's supervisors, for consoles and tests (kill_child, which_children).
   const supervisor_actor& training_supervisor() const { return training_sup_; }
+  const supervisor_actor& checkpoint_supervisor() const { return checkpoint_sup_; }
   // The injected faults (fault.kill and the seeded random plan), for the log.
   std::vector<FaultSpec> planned_faults() const {
     std::vector<FaultSpec> out;
@@ -128,9 +143,18 @@ class Coordinator {
   std::string graph_json() const;
   // Chrome trace (chrome://tracing, Perfetto): one track per stage actor with a span per
   // forward/backward, idle gaps between them (waiting for inputs or credit) and the
-  // gradient all-reduce (communication). Collected only after enable_trace().
-  void enable_trace() { tracing_ = true; }
+  // gradient all-reduce (communication). Collected between start_trace() and stop_trace().
+  void start_trace() {
+    tracing_ = true;
+    trace_events_.clear();
+    trace_epoch_ns_ = -1;
+  }
+  void stop_trace() { tracing_ = false; }
+  bool tracing() const { return tracing_; }
   std::string trace_json() const;
+  // A copy of the weights as they are after `steps_done` steps (console `generate`): a
+  // fresh snapshot, or the latest one if it was taken at that step.
+  Expected<SnapshotPtr> weights(int64_t steps_done);
   std::string graph_dot() const;
   const model::ModelConfig& model_config() const { return model_cfg_; }
 
@@ -179,6 +203,8 @@ class Coordinator {
   Expected<void> collect_write(CheckpointReport& report, bool wait);
   int restarts_ = 0;
   double last_restart_seconds_ = 0;
+  std::string last_failed_child_, last_failure_reason_;
+  std::optional<float> lr_override_;  // console `set lr`: a constant rate
   bool tracing_ = false;
   int64_t trace_epoch_ns_ = -1;
   std::vector<std::string> trace_events_;  // JSON objects

@@ -18,6 +18,9 @@ CoordinatorInfo info(const Coordinator& c) {
   i.actors = c.nodes().size();
   i.restarts = c.restarts();
   i.last_restart_seconds = c.last_restart_seconds();
+  i.training_supervisor = caf::actor_cast<caf::actor>(c.training_supervisor());
+  i.checkpoint_supervisor = caf::actor_cast<caf::actor>(c.checkpoint_supervisor());
+  i.restart_pending = c.restart_pending();
   return i;
 }
 
@@ -36,8 +39,8 @@ coordinator_actor::behavior_type coordinator_actor_fn(coordinator_actor::statefu
         if (!m) return failure(m.error());
         return *m;
       },
-      [self](checkpoint_atom, int64_t steps_done, bool force) -> caf::result<CheckpointReport> {
-        auto r = self->state.coord->after_step(steps_done, force);
+      [self](checkpoint_atom, int64_t steps_done, bool force, bool disk) -> caf::result<CheckpointReport> {
+        auto r = self->state.coord->after_step(steps_done, force, disk);
         if (!r) return failure(r.error());
         return *r;
       },
@@ -50,7 +53,7 @@ coordinator_actor::behavior_type coordinator_actor_fn(coordinator_actor::statefu
         auto& c = *self->state.coord;
         auto back = c.recover(failed_step);
         if (!back) return failure(back.error());
-        return RecoverInfo{*back, c.restarts(), c.last_restart_seconds()};
+        return RecoverInfo{*back, c.restarts(), c.last_restart_seconds(), c.last_failed_child(), c.last_failure_reason()};
       },
       [self](scale_atom, int replicas, int64_t steps_done) -> caf::result<CoordinatorInfo> {
         if (auto ok = self->state.coord->scale_dp(replicas, steps_done); !ok) return failure(ok.error());
@@ -67,11 +70,23 @@ coordinator_actor::behavior_type coordinator_actor_fn(coordinator_actor::statefu
         r.step = *at;
         return r;
       },
-      [self](trace_atom, bool enable) -> std::string {
-        if (enable) self->state.coord->enable_trace();
-        return self->state.coord->trace_json();
+      [self](trace_atom, bool start) -> std::string {
+        auto& c = *self->state.coord;
+        if (start) c.start_trace();
+        else c.stop_trace();
+        return c.trace_json();
       },
       [self](status_atom) -> CoordinatorInfo { return info(*self->state.coord); },
+      [self](set_atom, const std::string& key, const std::string& value) -> caf::result<std::string> {
+        auto r = self->state.coord->set_live(key, value);
+        if (!r) return failure(r.error());
+        return *r;
+      },
+      [self](weights_atom, int64_t steps_done) -> caf::result<SnapshotPtr> {
+        auto r = self->state.coord->weights(steps_done);
+        if (!r) return failure(r.error());
+        return *r;
+      },
   };
 }
 

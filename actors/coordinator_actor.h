@@ -26,6 +26,8 @@ using scale_atom = caf::atom_constant<caf::atom("scale")>;
 using resume_atom = caf::atom_constant<caf::atom("resume")>;
 using trace_atom = caf::atom_constant<caf::atom("trace")>;
 using status_atom = caf::atom_constant<caf::atom("status")>;
+using set_atom = caf::atom_constant<caf::atom("set")>;
+using weights_atom = caf::atom_constant<caf::atom("weights")>;
 
 // What a client may want to know about the job and its graph.
 struct CoordinatorInfo {
@@ -36,6 +38,10 @@ struct CoordinatorInfo {
   size_t actors = 0;
   int restarts = 0;
   double last_restart_seconds = 0;
+  // The supervision tree, for consoles: they ask the supervisors (which answer between
+  // steps and during them) rather than the coordinator, which is busy while a step runs.
+  caf::actor training_supervisor, checkpoint_supervisor;
+  bool restart_pending = false;  // the gang was restarted and awaits recover
 };
 
 struct ResumeInfo {
@@ -47,6 +53,7 @@ struct RecoverInfo {
   int64_t step = 0;  // replay from here
   int restarts = 0;
   double restart_seconds = 0;  // supervisor: failure seen -> actors respawned
+  std::string failed_child, reason;  // what the supervisor saw fail, and why
 };
 
 }  // namespace troupe::actors
@@ -56,19 +63,24 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::ResumeInfo)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::RecoverInfo)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::StepMetrics)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::CheckpointReport)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::SnapshotPtr)
 
 namespace troupe::actors {
 
 using coordinator_actor =
     caf::typed_actor<caf::replies_to<start_atom>::with<CoordinatorInfo>,
                      caf::replies_to<run_step_atom, int64_t>::with<StepMetrics>,
-                     caf::replies_to<checkpoint_atom, int64_t, bool>::with<CheckpointReport>,  // steps done, force
+                     // steps done, force a snapshot, force a disk write
+                     caf::replies_to<checkpoint_atom, int64_t, bool, bool>::with<CheckpointReport>,
                      caf::replies_to<flush_atom>::with<CheckpointReport>,
                      caf::replies_to<recover_atom, int64_t>::with<RecoverInfo>,
                      caf::replies_to<scale_atom, int, int64_t>::with<CoordinatorInfo>,  // replicas, steps done
                      caf::replies_to<resume_atom>::with<ResumeInfo>,
-                     caf::replies_to<trace_atom, bool>::with<std::string>,  // enable; -> the trace so far
-                     caf::replies_to<status_atom>::with<CoordinatorInfo>>;
+                     // true: start a new trace; false: stop and return it (Chrome trace JSON)
+                     caf::replies_to<trace_atom, bool>::with<std::string>,
+                     caf::replies_to<status_atom>::with<CoordinatorInfo>,
+                     caf::replies_to<set_atom, std::string, std::string>::with<std::string>,  // key, value
+                     caf::replies_to<weights_atom, int64_t>::with<SnapshotPtr>>;               // steps done
 
 struct CoordinatorState {
   std::unique_ptr<Coordinator> coord;

@@ -23,6 +23,10 @@ void finish(Self self) {
   if (st.exec->has_head()) d.losses = st.exec->microbatch_losses();
   for (auto& c : st.chunks) d.grad_sum_squares.push_back({c.global, c.optim->grad_sum_squares()});
   d.spans = st.exec->spans();
+  int64_t busy_ns = 0;
+  for (auto& sp : d.spans) busy_ns += sp.end_ns - sp.start_ns;
+  st.last_busy_seconds = double(busy_ns) * 1e-9;
+  st.steps_finished++;
   if (st.reduce_start_ns) d.reduce_start_ns = st.reduce_start_ns, d.reduce_end_ns = now_ns();
   st.reduce_start_ns = 0;
   st.done.deliver(std::move(d));
@@ -211,6 +215,24 @@ stage_actor::behavior_type stage_actor_fn(stage_actor::stateful_pointer<StageSta
         return true;
       },
       [self](wake_atom) { advance(self); },
+      [self](actor_status_atom) -> StageStatus {
+        auto& s = self->state;
+        StageStatus st;
+        st.name = s.stage_name;
+        st.mailbox = self->mailbox().size();
+        st.running = s.running;
+        st.step = s.order.step;
+        st.steps = s.steps_finished;
+        st.pins = s.pins;
+        for (auto& c : s.chunks) {
+          st.params += c.model->num_params();
+          st.param_bytes += 2 * c.model->num_params() * int64_t(sizeof(float));
+          st.optimizer_bytes += int64_t(c.optim->m().nbytes() + c.optim->v().nbytes());
+          st.activation_bytes += c.model->activation_bytes();
+        }
+        st.busy_seconds = s.last_busy_seconds;
+        return st;
+      },
       [self](reduced_atom, bool ok) {
         auto& s = self->state;
         if (!s.running) return;

@@ -42,6 +42,7 @@ using reduced_atom = caf::atom_constant<caf::atom("reduced")>;
 using snapshot_atom = caf::atom_constant<caf::atom("snapshot")>;
 using restore_atom = caf::atom_constant<caf::atom("restore")>;
 using released_atom = caf::atom_constant<caf::atom("released")>;
+using actor_status_atom = caf::atom_constant<caf::atom("astatus")>;
 
 // A planned fault and whether it has fired: shared by the coordinator and every instance
 // of the actor it targets, so that a restarted actor does not fail again on the same cue.
@@ -71,6 +72,22 @@ struct Applied {
   int64_t step = 0;
   int64_t stall_ns = 0;  // time the step waited for a checkpoint copy to release the stage
 };
+// What a stage actor says about itself (a console's `ps` and `metrics`). Answered between
+// two instructions of a step, so it costs the step at most one kernel's wait.
+struct StageStatus {
+  std::string name;
+  size_t mailbox = 0;          // messages waiting, this one excluded
+  bool running = false;        // in a step
+  int64_t step = -1;           // the step running or last run (from 0)
+  int64_t steps = 0;           // steps finished by this instance
+  int pins = 0;                // checkpoint copies reading its parameters
+  int64_t params = 0;          // over its chunks
+  int64_t param_bytes = 0;     // parameters and gradients
+  int64_t optimizer_bytes = 0; // AdamW moments
+  int64_t activation_bytes = 0;
+  double busy_seconds = 0;     // compute time in the last finished step
+};
+
 struct RestoreMsg {
   std::shared_ptr<const std::map<std::string, Tensor>> tensors;  // all shards, by name
   int optimizer_steps = 0;
@@ -95,6 +112,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::StepDone)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::SnapshotSource)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::Applied)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::RestoreMsg)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::StageStatus)
 
 namespace troupe::actors {
 
@@ -103,7 +121,8 @@ using stage_actor = caf::typed_actor<caf::replies_to<run_step_atom, StepOrder>::
                                      caf::replies_to<snapshot_atom>::with<SnapshotSource>,
                                      caf::reacts_to<released_atom>,
                                      caf::replies_to<restore_atom, RestoreMsg>::with<bool>,
-                                     caf::reacts_to<wake_atom>, caf::reacts_to<reduced_atom, bool>>;
+                                     caf::reacts_to<wake_atom>, caf::reacts_to<reduced_atom, bool>,
+                                     caf::replies_to<actor_status_atom>::with<StageStatus>>;
 
 struct StageSpec {
   std::string name;  // "stage0", also the checkpoint shard's name
@@ -158,6 +177,8 @@ struct StageState {
   std::vector<pipeline::StageLinks> links;
   std::vector<InjectedFault> faults;
   int dp_rank = 0;
+  int64_t steps_finished = 0;
+  double last_busy_seconds = 0;
   static inline const char* name = "stage";
   // Killed outright (exit_reason::kill skips the exit handler) with a request open: the
   // state goes away when the actor exits, and answers first so nobody waits forever.

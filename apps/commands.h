@@ -8,7 +8,8 @@ namespace troupe::app {
 int cmd_version(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_data(int argc, char** argv);
-int cmd_run(int argc, char** argv);       // apps/run.cpp: run a job file in this process      // apps/data.cpp: prepare corpora and token files
+int cmd_run(int argc, char** argv);      // apps/run.cpp: run a job file in this process
+int cmd_console(int argc, char** argv);  // apps/console.cpp: attach to a running job
 #ifdef TROUPE_HAVE_CUDA
 std::string cuda_backend_summary();
 #endif

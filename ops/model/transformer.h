@@ -93,6 +93,7 @@ class Transformer {
   // Training mode (default) makes the last stage keep d(loss)/d(logits) from the
   // fused softmax + cross-entropy; evaluation skips that work.
   void set_training(bool on) { training_ = on; }
+  bool training() const { return training_; }
 
   // Activation slots: a pipeline stage holds several microbatches between their
   // forward and backward (1F1B: up to p - s). Each slot keeps one microbatch's

@@ -63,7 +63,7 @@ TEST_CASE("coordinator actor: typed requests run steps and scale the replica gro
     auto m = coord.call<StepMetrics>(run_step_atom::value, step);
     REQUIRE(m);
     CHECK(std::isfinite(m->loss));
-    REQUIRE(coord.call<CheckpointReport>(checkpoint_atom::value, step + 1, false));
+    REQUIRE(coord.call<CheckpointReport>(checkpoint_atom::value, step + 1, false, false));
   }
   auto scaled = coord.call<CoordinatorInfo>(scale_atom::value, 2, int64_t(2));
   REQUIRE(scaled);
