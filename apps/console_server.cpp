@@ -226,7 +226,7 @@ void ConsoleServer::serve(Session& s, console::LineSocket sock, std::string peer
   } else {
     log.add("console", "console attached from " + peer);
     (void)sock.write_line(json{{"ok", true},
-                               {"job", driver_.view().info.job.source},
+                               {"job", driver_.job_path()},
                                {"actors", actor_names()},
                                {"commands", [] {
                                   json c = json::array();

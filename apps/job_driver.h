@@ -72,6 +72,7 @@ class JobDriver {
   // --- from any thread (console sessions) ---
   JobView view() const;
   LogBook& log() { return *log_; }
+  const std::string& job_path() const { return opts_.job_path; }
   caf::actor_system& system() { return sys_; }
   // Runs f on the driver's thread at the next step boundary (at once while paused or
   // after the last step) and returns its reply; an error if the job ended first.
