@@ -151,6 +151,7 @@ TEST_CASE("a console steers a running job: refusal, ps, typo, set lr, scale dp, 
   o.metrics_out = metrics;
   o.progress = false;
   o.start_paused = true;
+  o.stay = true;  // after the last step, keep serving the console until stop()
   auto log = std::make_shared<LogBook>();
   JobDriver driver(sys, job, o, log);
   ConsoleServer server(driver, {"127.0.0.1", 0}, "s3cret");
@@ -215,18 +216,51 @@ TEST_CASE("a console steers a running job: refusal, ps, typo, set lr, scale dp, 
   auto ps2 = s.ask("ps");
   for (auto& a : ps2["data"]["actors"])
     if (a.value("parent", json()) == "training") CHECK(a["restarts"] == 1);  // one_for_all: the whole gang
+  // The orderly restart, a disk checkpoint, a trace, the graph, logs and metrics, all
+  // while paused: none of them may change a loss.
+  auto restarted = s.ask("restart stage0.replica1");
+  REQUIRE(restarted["ok"] == true);
+  CHECK(restarted["data"]["resumes_at"] == 0);
+  auto ckpt = s.ask("checkpoint now");
+  REQUIRE(ckpt["ok"] == true);
+  REQUIRE(ckpt["data"]["published"].size() == 1);
+  CHECK(std::filesystem::exists(ckpt["data"]["published"][0].get<std::string>() + "/manifest.json"));
+  CHECK(s.ask("trace start")["ok"] == true);
+  auto dot = s.ask("graph --dot");
+  CHECK(dot["text"].get<std::string>().rfind("digraph troupe {", 0) == 0);
+  CHECK(s.ask("graph")["text"].get<std::string>().find("stage0.replica1 -> stage0.replica0  all-reduce") !=
+        std::string::npos);
+  auto lg = s.ask("logs stage1 -n 5");
+  REQUIRE(lg["ok"] == true);
+  CHECK(lg["text"].get<std::string>().find("stage1.replica0: killed by a console") != std::string::npos);
+  auto m = s.ask("metrics stage0.replica0");
+  REQUIRE(m["ok"] == true);
+  REQUIRE(m["data"]["actors"].size() == 1);
+  CHECK(m["data"]["actors"][0]["params"].get<int64_t>() > 0);
+  CHECK(s.ask("metrics writer")["text"] == "writer is a checkpoint writer: metrics are per stage actor");
+  CHECK(s.ask("help kill")["text"].get<std::string>().rfind("usage: kill ACTOR", 0) == 0);
+  CHECK(s.ask("scale dp")["text"] == "usage: scale dp N");
   CHECK(s.ask("resume")["ok"] == true);
   for (int i = 0; i < 3000 && driver.view().state != "finished" && failure.empty(); i++)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  runner.join();
   REQUIRE(failure.empty());
+  CHECK(s.ask("status")["text"].get<std::string>().rfind("finished: step 6/6, dp=2 pp=2, restarts 2", 0) == 0);
+  std::string trace_file = (dir / "trace.json").string();
+  REQUIRE(s.ask("trace stop " + trace_file)["ok"] == true);
+  int forward = 0;
+  json trace = json::parse(std::ifstream(trace_file));
+  for (auto& e : trace["traceEvents"]) forward += e.value("cat", "") == "forward";
+  CHECK(forward == 6 * 4 * 2);  // steps x stage actors (pp 2 x dp 2) x microbatches per replica
+  CHECK(s.ask("pause")["text"] == "the job has finished");
+  driver.stop();
+  runner.join();
   auto got = read_metrics(metrics), want = read_metrics(ref_metrics);
   REQUIRE(got.size() == 6);
   REQUIRE(want.size() == 6);
   for (size_t i = 0; i < got.size(); i++) {
     CHECK(got[i]["lr"].get<double>() == Approx(4e-3).epsilon(1e-6));
     CHECK(got[i]["dp"] == 2);
-    CHECK(got[i]["restarts"] == 1);
+    CHECK(got[i]["restarts"] == 2);  // the kill and the restart
     double a = got[i]["loss"], b = want[i]["loss"];
     CHECK(std::fabs(a - b) <= 1e-6 * std::fabs(b));
   }

@@ -5,8 +5,9 @@
 
 A small job (pp=2 on the Austen tokens) starts paused with --listen. `troupe console`
 runs in a pty (readline, so Tab completion and the prompt are real), and this script
-types into it: help (completed from "he<Tab>"), ps, resume then pause, kill stage1 (and
-sees it restarted in ps), scale dp 2, set lr, a typo, resume. It asserts on what the
+types into it: help (completed from "he<Tab>"), ps, resume then pause, an actor name
+completed by Tab, kill stage1 (and sees it restarted in ps), scale dp 2, set lr, a typo,
+logs -f (ended by Enter), resume. It asserts on what the
 console printed, on a one-shot `-c ... --json` run beside it, on the refusal of a wrong
 token, on the report of the lost connection when the job ends, and on the job's
 --metrics-out: every step once and in order, the restart recorded, dp 1 then 2, and the
@@ -125,8 +126,7 @@ time.sleep(0.3)
 out = type_line("pause", r"paus\w+.*\n")
 out = type_line("status", r"paused: step \d+/30.*\n")
 paused_at = int(re.search(r"paused: step (\d+)/", out).group(1))
-# Tab completes an actor name: "kill stage1" from "kill stage<Tab>1"? Ambiguous prefixes
-# list the candidates; a unique one completes: "restart snap<Tab>" -> "restart snapshotter".
+# Tab completes a unique actor name: "metrics snap<Tab>" -> "metrics snapshotter ".
 os.write(fd, b"metrics snap\t")
 read_until(r"metrics snapshotter ")
 type_line("", r"metrics are per stage actor")
@@ -140,6 +140,11 @@ out = type_line("scale dp 2", r"scaled to dp=2 after step (\d+)")
 scaled_at = int(re.search(r"after step (\d+)", out).group(1))
 type_line("set lr 3e-3", r"optimizer.lr = 0.003 from the next step")
 out = type_line("metrcs", r"unknown command 'metrcs'; did you mean 'metrics'\? \(help lists all\)")
+# logs -f follows the log until Enter.
+os.write(fd, b"logs coordinator -n 3 -f\r")
+read_until(r"coordinator: set after step \d+: optimizer.lr = 0.003")
+os.write(fd, b"\r")
+read_until(r"troupe> ")
 out = type_line("ps", r"checkpoint writer.*\n(.*\n)*troupe> ")
 for name in ("stage0.replica0", "stage1.replica0", "stage0.replica1", "stage1.replica1"):
     if name not in out:
