@@ -157,6 +157,8 @@ bool JobDriver::wait_while_paused() {
 
 void JobDriver::recovered(const RecoverInfo& back, double ms) {
   restarts_ = back.restarts;
+  if (!back.failed_child.empty())
+    log_->add(back.failed_child, "failed (" + back.reason + "); restarted by the training supervisor (one_for_all)");
   std::string what = back.failed_child.empty() ? "" : " (" + back.failed_child + " failed: " + back.reason + ")";
   say("training", strformat("recovered: the supervisor restarted the stage actors (one_for_all) in %.1f ms%s; restored "
                             "the snapshot of step %lld; training resumed %.1f ms after the failed step; replaying "
@@ -278,12 +280,25 @@ Reply JobDriver::trace(bool start, const std::string& file) {
 }
 
 void JobDriver::run() {
+  try {
+    run_job();
+  } catch (const std::exception& e) {
+    // Consoles waiting on a task get the reason instead of waiting forever.
+    log_->add("coordinator", std::string("the job failed: ") + e.what());
+    std::lock_guard lk(mu_);
+    view_.state = "failed";
+    view_.error = e.what();
+    ended_ = true;
+    for (auto& t : tasks_) t->done.set_value(Reply::error(std::string("the job failed: ") + e.what()));
+    tasks_.clear();
+    throw;
+  }
+}
+
+void JobDriver::run_job() {
   coord_ = std::make_unique<CoordinatorClient>(sys_, spawn_coordinator(sys_, job_));
   auto started = coord_->call<CoordinatorInfo>(start_atom::value);
-  if (!started) {
-    set_state("failed");
-    throw std::runtime_error(started.error().message);
-  }
+  if (!started) throw std::runtime_error(started.error().message);
   {
     std::lock_guard lk(mu_);
     view_.info = *started;
@@ -331,10 +346,7 @@ void JobDriver::run() {
   for (;;) {
     if (!wait_while_paused()) break;
     if (step_ >= job_.train.steps) break;
-    if (auto r = recover_if_restarted(); !r) {
-      set_state("failed");
-      throw std::runtime_error("troupe run: " + r.error().message);
-    }
+    if (auto r = recover_if_restarted(); !r) throw std::runtime_error("troupe run: " + r.error().message);
     if (auto it = opts_.scale_at.find(step_); it != opts_.scale_at.end()) {
       int n = it->second;
       opts_.scale_at.erase(it);
@@ -346,17 +358,7 @@ void JobDriver::run() {
       auto t_fail = std::chrono::steady_clock::now();
       say("coordinator", strformat("step %lld: %s", (long long)(step + 1), result.error().message.c_str()));
       auto back = coord_->call<RecoverInfo>(recover_atom::value, step);
-      if (!back) {
-        std::string why = "cannot recover: " + back.error().message;
-        log_->add("coordinator", why);
-        std::lock_guard lk(mu_);
-        view_.state = "failed";
-        view_.error = why;
-        ended_ = true;
-        for (auto& t : tasks_) t->done.set_value(Reply::error("the job failed: " + why));
-        tasks_.clear();
-        throw std::runtime_error("troupe run: " + why);
-      }
+      if (!back) throw std::runtime_error("troupe run: cannot recover: " + back.error().message);
       recovered(*back, ms_since(t_fail));
       continue;
     }

@@ -115,6 +115,7 @@ class JobDriver {
   bool paused_ = false, stopping_ = false, ended_ = false;
   JobView view_;
 
+  void run_job();
   void run_tasks();
   // Waits while paused (running tasks as they come); false once stop() was called.
   bool wait_while_paused();
