@@ -34,6 +34,17 @@ int32_t sample_token(const float* logits, int V, const Sampling& s, uint64_t dra
   return ids[keep - 1];
 }
 
+void apply_repetition_penalty(float* logits, int V, const std::vector<int32_t>& context, float penalty) {
+  if (penalty == 1.0f) return;
+  std::vector<bool> seen(static_cast<size_t>(V), false);
+  for (int32_t t : context) {
+    if (t < 0 || t >= V || seen[size_t(t)]) continue;
+    seen[size_t(t)] = true;
+    float& l = logits[t];
+    l = l > 0 ? l / penalty : l * penalty;
+  }
+}
+
 Expected<std::vector<int32_t>> generate_plain(Transformer& m, const std::vector<int32_t>& prompt, int max_new,
                                               const Sampling& s, const std::function<bool(int32_t)>& on_token) {
   const auto& cfg = m.config();
@@ -50,7 +61,14 @@ Expected<std::vector<int32_t>> generate_plain(Transformer& m, const std::vector<
     int T = int(std::min<size_t>(ctx.size(), size_t(cfg.max_seq_len)));
     const int32_t* window = ctx.data() + (ctx.size() - size_t(T));
     m.forward(window, nullptr, nullptr, 1, T, 0);
-    int32_t next = sample_token(m.logits(0) + int64_t(T - 1) * cfg.vocab_size, cfg.vocab_size, s, uint64_t(i));
+    const float* logits = m.logits(0) + int64_t(T - 1) * cfg.vocab_size;
+    std::vector<float> penalized;
+    if (s.repetition_penalty != 1.0f) {
+      penalized.assign(logits, logits + cfg.vocab_size);
+      apply_repetition_penalty(penalized.data(), cfg.vocab_size, ctx, s.repetition_penalty);
+      logits = penalized.data();
+    }
+    int32_t next = sample_token(logits, cfg.vocab_size, s, uint64_t(i));
     ctx.push_back(next);
     out.push_back(next);
     if (on_token && !on_token(next)) break;

@@ -20,7 +20,12 @@ struct Sampling {
   int top_k = 0;          // keep the k most likely tokens (0: all)
   float top_p = 1;        // then the smallest set whose probability reaches p
   uint64_t seed = 0;      // draw i of RngStream(seed, {i}) picks token i: reproducible
+  float repetition_penalty = 1;  // > 1 discourages tokens already in the context (CTRL, as HF)
 };
+
+// HF's repetition penalty, in place: each distinct token of `context` has its logit
+// divided by `penalty` if positive, multiplied if negative.
+void apply_repetition_penalty(float* logits, int V, const std::vector<int32_t>& context, float penalty);
 
 // The next token from logits (V values), with `draw` indexing the random stream.
 int32_t sample_token(const float* logits, int V, const Sampling& s, uint64_t draw);

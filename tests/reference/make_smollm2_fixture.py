@@ -15,7 +15,7 @@ pass and greedy decoding are held to, from HuggingFace transformers running the 
 
 All logits are float32 from the model, written rounded to 6 decimal places.
 
-Same weights. transformers loads the GGUF itself (from_pretrained(dir, gguf_file=..., torch_dtype=float32))
+Same weights. transformers loads the GGUF itself (from_pretrained(dir, gguf_file=..., dtype=float32))
 and dequantizes with the gguf package: the Q4_1 projections, the Q8_0 token embedding (tied with the LM
 head; the file has no output.weight) and the F32 norms become float32 tensors, exactly what Troupe
 dequantizes. The script checks the embedding against gguf's dequantize. transformers un-permutes the
@@ -30,15 +30,17 @@ real tokenizer built from the GGUF vocabulary and merges) and stored next to the
 The chat prompts follow the GGUF's chat template; two carry its default system message.
 
 Clear argmax. Troupe sums in another order than torch, so its logits differ from these by float32
-rounding, and a greedy step whose top two logits are nearly tied could flip. The script prints the
-smallest top-1/top-2 margin over all steps and fails if any is below MIN_MARGIN. With the prompts below
-the smallest is about 0.011; the candidate "The old lighthouse keeper climbed the stairs" was dropped for
-a near tie (margin 0.0006 at step 14) and replaced.
+rounding (here eager vs SDPA attention moves logits by about 5e-5), and a greedy step whose top two
+logits are nearly tied could flip. The script prints the smallest top-1/top-2 margin over all steps and
+fails if any is below MIN_MARGIN = 0.01. Two first-choice prompts were replaced for that reason:
+"Once upon a time, in a small village by the sea," (margin 0.0045 at step 5) and "The most important
+thing to remember when learning a new language is" (0.0032 at step 30). With the prompts below the
+smallest margin is 0.0127 (the quick brown fox prompt, step 22).
 
 Greedy is a plain argmax of model(...) logits with the KV cache (no sampling, no repetition penalty,
 no EOS stop), in float32, eager attention, eval mode, one thread.
 
-Needs: torch, transformers, gguf, tokenizers, numpy.
+Needs: torch, transformers, accelerate (transformers wants it for GGUF), gguf, tokenizers, numpy.
 Usage: python3 tests/reference/make_smollm2_fixture.py [path/to/SmolLM2-135M-Instruct.Q4_1.gguf]
 """
 
@@ -63,7 +65,7 @@ from make_tokenizer_fixture import reference_tokenizer  # noqa: E402
 NEW_TOKENS = 32
 POSITIONS = 4
 TOP_K = 64
-MIN_MARGIN = 1e-3
+MIN_MARGIN = 0.01
 
 SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
 
@@ -74,11 +76,11 @@ def chat(user, system=False):
 
 PROMPTS = [
     "It is a truth universally acknowledged",
-    "Once upon a time, in a small village by the sea,",
+    "Once upon a time, there was a little girl who",
     "The quick brown fox jumps over the lazy dog. The quick brown fox",
     "def fibonacci(n):\n    \"\"\"Return the nth Fibonacci number.\"\"\"\n",
     "Photosynthesis is the process by which plants",
-    "The most important thing to remember when learning a new language is",
+    "My favourite recipe for a simple tomato soup is",
     "Dear Sir or Madam,\n\nI am writing to",
     chat("What is the capital of France?"),
     chat("Write a short poem about the ocean."),
@@ -89,7 +91,6 @@ PROMPTS = [
 
 
 def versions():
-    import gguf
     import tokenizers
     import transformers
     from importlib.metadata import version
@@ -101,7 +102,7 @@ def versions():
 def load_model(gguf_path):
     from transformers import AutoModelForCausalLM
     model = AutoModelForCausalLM.from_pretrained(os.path.dirname(gguf_path), gguf_file=os.path.basename(gguf_path),
-                                                 torch_dtype=torch.float32, attn_implementation="eager")
+                                                 dtype=torch.float32, attn_implementation="eager")
     model.eval()
     cfg = model.config
     print(f"config: layers {cfg.num_hidden_layers}, d_model {cfg.hidden_size}, heads {cfg.num_attention_heads}/"
