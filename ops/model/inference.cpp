@@ -115,6 +115,14 @@ void InferenceEngine::release(Sequence& s) {
   s.cached = 0;
 }
 
+namespace {
+// Decoding steps have a few rows: a GEMV streams each weight once; prompts go to GEMM.
+void project(float* out, const float* inp, const float* w, int N, int C, int OC) {
+  if (N <= 8) ops::matvec_forward(out, inp, w, N, C, OC);
+  else ops::linear_forward(out, inp, w, nullptr, N, C, OC);
+}
+}  // namespace
+
 Expected<const float*> InferenceEngine::step(const std::vector<Sequence*>& batch) {
   const int C = cfg_.d_model, H = cfg_.d_ff, HS = cfg_.head_dim(), NH = cfg_.n_head, NKV = cfg_.n_kv_head;
   const int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, V = cfg_.vocab_size;
@@ -177,7 +185,7 @@ Expected<const float*> InferenceEngine::step(const std::vector<Sequence*>& batch
   for (int l = 0; l < cfg_.n_layer; l++) {
     const LayerW& W = layers_[size_t(l)];
     ops::rmsnorm_forward(h, rstd, x, W.ln1, N, C, cfg_.norm_eps);
-    ops::linear_forward(qkv, h, W.qkv, nullptr, N, C, QKV);
+    project(qkv, h, W.qkv, N, C, QKV);
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < N; r++) {
       float* row = qkv + int64_t(r) * QKV;
@@ -216,12 +224,12 @@ Expected<const float*> InferenceEngine::step(const std::vector<Sequence*>& batch
         }
       }
     }
-    ops::linear_forward(tmp, att, W.o, nullptr, N, QD, C);
+    project(tmp, att, W.o, N, QD, C);
     ops::residual_forward(x, x, tmp, int64_t(N) * C);
     ops::rmsnorm_forward(h, rstd, x, W.ln2, N, C, cfg_.norm_eps);
-    ops::linear_forward(fc, h, W.fc, nullptr, N, C, 2 * H);
+    project(fc, h, W.fc, N, C, 2 * H);
     ops::swiglu_forward(act, fc, N, H);
-    ops::linear_forward(tmp, act, W.down, nullptr, N, H, C);
+    project(tmp, act, W.down, N, H, C);
     ops::residual_forward(x, x, tmp, int64_t(N) * C);
   }
   // The head, on each sequence's last row only.
@@ -234,7 +242,7 @@ Expected<const float*> InferenceEngine::step(const std::vector<Sequence*>& batch
     std::memcpy(last + int64_t(i) * C, x + int64_t(r) * C, sizeof(float) * size_t(C));
   }
   ops::rmsnorm_forward(last, rstd, last, lnf_, S, C, cfg_.norm_eps);
-  ops::linear_forward(logits, last, head_, nullptr, S, C, V);
+  project(logits, last, head_, S, C, V);
   for (Sequence* s : batch) {
     int n = int(s->tokens.size());
     for (int b = s->cached / bt; (b + 1) * bt <= n; b++) cache_.publish(prefix_hash(*s, (b + 1) * bt), s->blocks[size_t(b)]);
