@@ -48,6 +48,7 @@
 #include <thread>
 #include <vector>
 
+#include "apps/bench_peer.h"
 #include "apps/commands.h"
 #include "core/progress.h"
 #include "core/tensor.h"
@@ -325,74 +326,16 @@ json side_json(const std::vector<RepStats>& reps) {
 
 // ---- the Ray peer --------------------------------------------------------------------
 
-std::string shell_quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-// Runs a shell command; returns (exit status, stdout).
-std::pair<int, std::string> run_command(const std::string& cmd) {
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return {-1, ""};
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int rc = pclose(p);
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out};
-}
-
-std::string last_line(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-  auto nl = s.rfind('\n');
-  return nl == std::string::npos ? s : s.substr(nl + 1);
-}
-
-// bench/ray_actors.py: $TROUPE_SOURCE_DIR, the working directory, or beside the binary
-// (build*/bin/troupe -> ../../bench).
-std::string find_ray_script() {
-  std::vector<std::string> tries;
-  if (const char* src = std::getenv("TROUPE_SOURCE_DIR")) tries.push_back(std::string(src) + "/bench/ray_actors.py");
-  tries.push_back("bench/ray_actors.py");
-  char exe[4096];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n > 0) {
-    std::string dir(exe, size_t(n));
-    for (int up = 0; up < 3 && dir.rfind('/') != std::string::npos; up++) dir = dir.substr(0, dir.rfind('/'));
-    tries.push_back(dir + "/bench/ray_actors.py");
-  }
-  for (auto& t : tries)
-    if (access(t.c_str(), R_OK) == 0) return t;
-  return "";
-}
-
 // The Ray peer's JSON, or {"status": "skipped", "reason": ...}. Its progress goes to stderr.
 json run_ray(const std::string& python, const std::vector<size_t>& sizes, int64_t iters, int window) {
-  auto [rc, out] = run_command(shell_quote(python) + " -c 'import ray; print(ray.__version__)' 2>&1");
-  if (rc != 0) return {{"status", "skipped"}, {"reason", python + " cannot import ray: " + last_line(out)}};
-  std::string script = find_ray_script();
-  if (script.empty())
-    return {{"status", "skipped"}, {"reason", "bench/ray_actors.py not found (set TROUPE_SOURCE_DIR)"}};
   std::string sz;
-  for (size_t b : sizes) sz += (sz.empty() ? "" : ",") + std::to_string(b);
-  std::string cmd = shell_quote(python) + " " + shell_quote(script) + " --sizes " + sz + " --iters " +
-                    std::to_string(iters) + " --window " + std::to_string(window);
-  std::fprintf(stderr, "bench actors: ray: %s\n", cmd.c_str());
-  auto [rc2, out2] = run_command(cmd);
-  json j;
-  try {
-    j = json::parse(last_line(out2));
-  } catch (...) {
-    return {{"status", "skipped"},
-            {"reason", strformat("%s exited with status %d and no JSON (see its stderr above)", script.c_str(), rc2)}};
+  for (size_t b : sizes) {
+    if (!sz.empty()) sz += ',';
+    sz += std::to_string(b);
   }
-  if (rc2 != 0 || j.contains("error"))
-    return {{"status", "skipped"},
-            {"reason", strformat("%s failed (status %d): %s", script.c_str(), rc2,
-                                 j.value("error", std::string("no error message")).c_str())}};
-  j["status"] = "measured";
-  return j;
+  return run_python_peer(python, "ray", "ray_actors.py",
+                         {"--sizes", sz, "--iters", std::to_string(iters), "--window", std::to_string(window)},
+                         "bench actors: ray");
 }
 
 }  // namespace bench_actors

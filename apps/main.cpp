@@ -18,7 +18,8 @@ static void usage() {
                "  bench train        training throughput vs the sgemm peak and PyTorch (--json)\n"
                "  bench pipeline     measured pipeline bubble vs theory (--json)\n"
                "  bench actors       actor round trip: Troupe vs raw CAF vs Ray (--json)\n"
-               "  bench checkpoint   step stall of asynchronous checkpoints (--json)\n");
+               "  bench checkpoint   step stall of asynchronous checkpoints (--json)\n"
+               "  bench decode       SmolLM2 decode tokens/s vs transformers (--json)\n");
 }
 
 int main(int argc, char** argv) {
