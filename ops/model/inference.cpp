@@ -51,14 +51,23 @@ std::optional<int> KvCache::lookup(uint64_t prefix_hash) const {
   return it->second;
 }
 
+void KvCache::unpublish(int block) {
+  if (auto it = block_prefix_.find(block); it != block_prefix_.end()) {
+    prefix_.erase(it->second);
+    block_prefix_.erase(it);
+  }
+}
+
 void KvCache::publish(uint64_t prefix_hash, int block) {
   if (prefix_.count(prefix_hash) || block_prefix_.count(block)) return;
   prefix_[prefix_hash] = block;
   block_prefix_[block] = prefix_hash;
 }
 
-InferenceEngine::InferenceEngine(const Transformer& weights, KvCache& cache)
-    : w_(weights), cfg_(weights.config()), cache_(cache) {
+InferenceEngine::InferenceEngine(const Transformer& weights, KvCache& cache, int layers)
+    : w_(weights), cfg_(weights.config()), cache_(cache), n_layers_(layers < 0 ? cfg_.n_layer : layers) {
+  TROUPE_CHECK(n_layers_ >= 1 && n_layers_ <= cfg_.n_layer, "InferenceEngine: layers %d outside [1, %d]", n_layers_,
+               cfg_.n_layer);
   TROUPE_CHECK(cfg_.arch == Arch::Llama, "InferenceEngine: Llama architecture only");
   const auto& st = weights.stage();
   TROUPE_CHECK(st.first_layer == 0 && st.embedding && st.head && (st.last_layer == -1 || st.last_layer == cfg_.n_layer),
@@ -123,7 +132,42 @@ void project(float* out, const float* inp, const float* w, int N, int C, int OC)
 }
 }  // namespace
 
-Expected<const float*> InferenceEngine::step(const std::vector<Sequence*>& batch) {
+Expected<const float*> InferenceEngine::step(const std::vector<Sequence*>& batch) { return run(batch, false); }
+
+Expected<const float*> InferenceEngine::step_all(const std::vector<Sequence*>& batch) { return run(batch, true); }
+
+void InferenceEngine::truncate(Sequence& s, int n) {
+  if (n >= int(s.tokens.size())) return;
+  const int bt = cache_.block_tokens();
+  const size_t row_floats = size_t(bt) * size_t(cfg_.n_kv_head) * size_t(cfg_.head_dim());
+  s.tokens.resize(size_t(n));
+  s.cached = std::min(s.cached, n);
+  size_t keep = std::min(s.blocks.size(), size_t((n + bt - 1) / bt));
+  // The last kept block will be rewritten past n: it no longer holds what its prefix
+  // hash says, and another sequence sharing it must not see the rewrite.
+  if (n % bt != 0 && keep > 0) {
+    int b = s.blocks[keep - 1];
+    if (cache_.refs(b) > 1) {
+      if (auto fresh = cache_.allocate()) {  // a private copy
+        for (int l = 0; l < n_layers_; l++) {
+          std::memcpy(cache_.k(*fresh, l), cache_.k(b, l), sizeof(float) * row_floats);
+          std::memcpy(cache_.v(*fresh, l), cache_.v(b, l), sizeof(float) * row_floats);
+        }
+        cache_.release(b);
+        s.blocks[keep - 1] = *fresh;
+      } else {  // no block to copy into: drop it (released below) and compute its positions again
+        keep--;
+        s.cached = std::min(s.cached, int(keep) * bt);
+      }
+    } else {
+      cache_.unpublish(b);
+    }
+  }
+  for (size_t i = keep; i < s.blocks.size(); i++) cache_.release(s.blocks[i]);
+  s.blocks.resize(keep);
+}
+
+Expected<const float*> InferenceEngine::run(const std::vector<Sequence*>& batch, bool every_position) {
   const int C = cfg_.d_model, H = cfg_.d_ff, HS = cfg_.head_dim(), NH = cfg_.n_head, NKV = cfg_.n_kv_head;
   const int QD = NH * HS, KD = NKV * HS, QKV = QD + 2 * KD, V = cfg_.vocab_size;
   const int bt = cache_.block_tokens();
@@ -182,7 +226,7 @@ Expected<const float*> InferenceEngine::step(const std::vector<Sequence*>& batch
     std::memcpy(x + int64_t(r) * C, emb_ + int64_t(rows[size_t(r)].s->tokens[size_t(rows[size_t(r)].pos)]) * C,
                 sizeof(float) * size_t(C));
   const float scale = 1.0f / std::sqrt(float(HS));
-  for (int l = 0; l < cfg_.n_layer; l++) {
+  for (int l = 0; l < n_layers_; l++) {
     const LayerW& W = layers_[size_t(l)];
     ops::rmsnorm_forward(h, rstd, x, W.ln1, N, C, cfg_.norm_eps);
     project(qkv, h, W.qkv, N, C, QKV);
@@ -232,14 +276,18 @@ Expected<const float*> InferenceEngine::step(const std::vector<Sequence*>& batch
     project(tmp, act, W.down, N, H, C);
     ops::residual_forward(x, x, tmp, int64_t(N) * C);
   }
-  // The head, on each sequence's last row only.
-  const int S = int(batch.size());
+  // The head: on each sequence's last row, or on every row.
+  const int S = every_position ? N : int(batch.size());
   float* last = grow(last_, int64_t(S) * C);
   float* logits = grow(logits_, int64_t(S) * V);
-  int r = -1;
-  for (int i = 0; i < S; i++) {
-    r += int(batch[size_t(i)]->tokens.size()) - batch[size_t(i)]->cached;
-    std::memcpy(last + int64_t(i) * C, x + int64_t(r) * C, sizeof(float) * size_t(C));
+  if (every_position) {
+    std::memcpy(last, x, sizeof(float) * size_t(N) * size_t(C));
+  } else {
+    int r = -1;
+    for (int i = 0; i < S; i++) {
+      r += int(batch[size_t(i)]->tokens.size()) - batch[size_t(i)]->cached;
+      std::memcpy(last + int64_t(i) * C, x + int64_t(r) * C, sizeof(float) * size_t(C));
+    }
   }
   ops::rmsnorm_forward(last, rstd, last, lnf_, S, C, cfg_.norm_eps);
   project(logits, last, head_, S, C, V);

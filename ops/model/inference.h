@@ -42,6 +42,8 @@ class KvCache {
   // Prefix cache: full blocks by the hash of every token up to their end.
   std::optional<int> lookup(uint64_t prefix_hash) const;
   void publish(uint64_t prefix_hash, int block);
+  // Forgets a block's prefix entry (its positions are about to be rewritten).
+  void unpublish(int block);
   size_t bytes() const { return data_.size() * sizeof(float); }
 
  private:
@@ -68,7 +70,9 @@ class InferenceEngine {
  public:
   // weights: a Llama-architecture Transformer holding the whole model; it must outlive
   // the engine, and may change between steps (a trainer's weight sync).
-  InferenceEngine(const Transformer& weights, KvCache& cache);
+  // layers < n_layer: run only the first `layers` layers, then the final norm and the
+  // head (self-speculative drafting with the target's own early layers).
+  InferenceEngine(const Transformer& weights, KvCache& cache, int layers = -1);
   const ModelConfig& config() const { return cfg_; }
   // Attaches cached full blocks of s's prompt prefix (s must be fresh); returns the
   // positions reused. At least one position is always left to compute.
@@ -77,6 +81,13 @@ class InferenceEngine {
   // sequence, in order) of each sequence's last position. Blocks are allocated as needed;
   // an error (pool exhausted, context too long) leaves every sequence as it was.
   Expected<const float*> step(const std::vector<Sequence*>& batch);
+  // The same, returning the logits of every uncached position of every sequence, in
+  // order (verification of drafted tokens: one row per drafted token, plus one).
+  Expected<const float*> step_all(const std::vector<Sequence*>& batch);
+  // Cuts a sequence to its first n tokens (rejected drafts): the cache keeps positions
+  // [0, min(cached, n)); blocks past them go back to the pool.
+  void truncate(Sequence& s, int n);
+  int layers() const { return n_layers_; }
   // Returns a sequence's blocks to the pool (shared ones stay while others use them).
   void release(Sequence& s);
 
@@ -91,7 +102,9 @@ class InferenceEngine {
   const float *emb_, *lnf_, *head_;
   // Scratch, grown as needed.
   std::vector<float> x_, h_, qkv_, att_, tmp_, fc_, act_, rstd_, last_, logits_, scores_;
+  int n_layers_;
   uint64_t prefix_hash(const Sequence& s, int upto) const;
+  Expected<const float*> run(const std::vector<Sequence*>& batch, bool every_position);
 };
 
 }  // namespace troupe::model

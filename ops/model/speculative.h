@@ -1,0 +1,111 @@
+#pragma once
+// Speculative decoding (Leviathan et al. 2023; Chen et al. 2023): a cheap drafter proposes
+// k tokens, the target scores all of them in one forward, and the exact rule keeps the
+// output distribution the target's own: draft token x with draft probability q(x) is
+// accepted with probability min(1, p(x) / q(x)); at the first rejection the token is
+// drawn from norm(max(0, p - q)); when all k are accepted one bonus token is drawn from
+// the target's next distribution. At temperature 0 this is "keep the longest prefix the
+// target's argmax agrees with": output identical to target-only greedy decoding.
+//
+// Drafters here: prompt lookup (n-gram matches in the context, Saxena 2023), and a model
+// drafter that is either a small model with the same tokenizer or the target's own first
+// layers (self-speculation, as LayerSkip/Draft&Verify).
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "ops/model/generate.h"
+#include "ops/model/inference.h"
+
+namespace troupe::model {
+
+// The distribution sample_token draws from (temperature, then top-k, then top-p), as V
+// probabilities; temperature 0: all mass on the argmax.
+void sampling_distribution(const float* logits, int V, const Sampling& s, float* p);
+
+struct Draft {
+  std::vector<int32_t> tokens;
+  // q[i]: the distribution tokens[i] was drawn from (V values); empty when the proposal
+  // is deterministic (prompt lookup, greedy drafting), i.e. q is one-hot on the token.
+  std::vector<std::vector<float>> q;
+};
+
+struct Verdict {
+  std::vector<int32_t> tokens;  // the accepted draft tokens, then one more (correction or bonus)
+  int accepted = 0;
+};
+
+// The exact rule. p[i] (i = 0..k) is the target's distribution after context + the first
+// i draft tokens (from sampling_distribution). Randomness: RngStream(seed, {round, j}).
+Verdict verify_draft(const Draft& d, const std::vector<const float*>& p, int V, uint64_t seed, uint64_t round);
+
+class Drafter {
+ public:
+  virtual ~Drafter() = default;
+  virtual std::string name() const = 0;
+  // Up to k tokens to follow `context` (fewer, or none, when it has no guess).
+  virtual Expected<Draft> propose(const std::vector<int32_t>& context, int k, const Sampling& s, uint64_t round) = 0;
+};
+
+// Prompt lookup: the longest n-gram (n from max_n down to min_n) that ends the context and
+// occurred earlier in it; proposes the tokens that followed its latest earlier occurrence.
+class NgramDrafter : public Drafter {
+ public:
+  NgramDrafter(int max_n = 3, int min_n = 1) : max_n_(max_n), min_n_(min_n) {}
+  std::string name() const override { return "ngram"; }
+  Expected<Draft> propose(const std::vector<int32_t>& context, int k, const Sampling& s, uint64_t round) override;
+
+ private:
+  int max_n_, min_n_;
+};
+
+// A model drafter with its own KV cache: a small model sharing the target's vocabulary,
+// or the target itself cut to its first `layers` layers (self-speculation). It keeps its
+// sequence in step with the context it is asked about (truncating what was rejected).
+class ModelDrafter : public Drafter {
+ public:
+  ModelDrafter(const Transformer& model, int layers, int kv_blocks, std::string name);
+  std::string name() const override { return name_; }
+  Expected<Draft> propose(const std::vector<int32_t>& context, int k, const Sampling& s, uint64_t round) override;
+
+ private:
+  std::string name_;
+  ModelConfig cache_cfg_;
+  std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<InferenceEngine> engine_;
+  Sequence seq_;
+};
+
+struct SpeculativeStats {
+  int rounds = 0, drafted = 0, accepted = 0, generated = 0;
+  double acceptance() const { return drafted ? double(accepted) / drafted : 0; }
+};
+
+// Decoding with a drafter against a target engine; k adapts to the running acceptance
+// rate (an exponential average): up while nearly all drafts pass, down while few do.
+class SpeculativeDecoder {
+ public:
+  SpeculativeDecoder(InferenceEngine& target, Drafter& drafter, int k_max = 8, int k_start = 4);
+  // Generates up to max_new tokens after the prompt; on_token may stop it (false).
+  Expected<std::vector<int32_t>> generate(const std::vector<int32_t>& prompt, int max_new, const Sampling& s,
+                                          const std::function<bool(int32_t)>& on_token = nullptr);
+  const SpeculativeStats& stats() const { return stats_; }
+  // One round on a target sequence whose last token is not yet computed: drafts, verifies
+  // in one target forward, truncates the rejected positions and appends the verdict's
+  // tokens. Exposed for the actor form (actors/speculative.h).
+  Expected<Verdict> round(Sequence& target_seq, const Sampling& s, uint64_t round_index);
+  int k() const { return k_; }
+
+ private:
+  InferenceEngine& target_;
+  Drafter& drafter_;
+  int k_max_, k_;
+  double rate_ = 0.5;
+  SpeculativeStats stats_;
+};
+
+}  // namespace troupe::model
