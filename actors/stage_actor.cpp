@@ -74,7 +74,14 @@ void advance(Self self) {
   if (!st.running) return;
   if (!st.plan_done) {
     try {
-      if (st.exec->advance() != pipeline::StageExecutor::Progress::Done) return;
+      // One instruction at a time: between two, the mailbox is served (a console's status
+      // query, an exit), then a wake-up message to itself goes on with the plan.
+      auto p = st.exec->advance(1);
+      if (p == pipeline::StageExecutor::Progress::Yielded) {
+        self->send(self, wake_atom::value);
+        return;
+      }
+      if (p != pipeline::StageExecutor::Progress::Done) return;
     } catch (const std::exception& e) {
       fail(self, e.what());
       return;

@@ -214,10 +214,11 @@ static int take_slot(std::vector<char>& taken) {
   return int(i);
 }
 
-StageExecutor::Progress StageExecutor::advance() {
-  while (true) {
+StageExecutor::Progress StageExecutor::advance(int max_ops) {
+  for (int ops = 0;; ops++) {
     if (!try_flush()) return Progress::Blocked;
     if (next_ >= plan_.size()) return Progress::Done;
+    if (ops == max_ops) return Progress::Yielded;
     const Instr& in = plan_[next_];
     TROUPE_CHECK(in.chunk >= 0 && in.chunk < chunks(), "instruction for chunk %d on a stage of %d chunks", in.chunk,
                  chunks());

@@ -20,6 +20,7 @@
 // g -> g + 1 has its own activation channel and its own gradient channel (chunk_links
 // below), so each channel is FIFO in microbatch order for interleaved plans.
 
+#include <climits>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -84,7 +85,9 @@ struct PeerFailed : std::runtime_error {
 
 class StageExecutor {
  public:
-  enum class Progress { Done, Blocked };
+  // Blocked: waiting for an input or credit; Yielded: max_ops instructions ran and more
+  // are ready (an actor returns to its mailbox, then calls advance again).
+  enum class Progress { Done, Blocked, Yielded };
 
   // One model chunk of this stage and the channels it talks on.
   struct Chunk {
@@ -103,7 +106,7 @@ class StageExecutor {
   // Starts a step. microbatches must outlive the step; dloss_scale is d(step loss)/
   // d(per-token loss), i.e. 1 / (tokens in the whole step).
   void begin_step(int64_t step, const StagePlan& plan, const std::vector<Microbatch>* microbatches, float dloss_scale);
-  Progress advance();
+  Progress advance(int max_ops = INT_MAX);
   bool done() const { return next_ >= plan_.size() && !pending_; }
   size_t position() const { return next_; }
   int chunks() const { return int(chunks_.size()); }

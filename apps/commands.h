@@ -11,6 +11,7 @@ int cmd_data(int argc, char** argv);
 int cmd_run(int argc, char** argv);      // apps/run.cpp: run a job file in this process
 int cmd_console(int argc, char** argv);  // apps/console.cpp: attach to a running job
 int cmd_generate(int argc, char** argv); // apps/generate.cpp: text generation with the KV-cache engine
+int cmd_serve(int argc, char** argv);    // apps/serve.cpp: OpenAI-compatible HTTP server, continuous batching
 #ifdef TROUPE_HAVE_CUDA
 std::string cuda_backend_summary();
 #endif

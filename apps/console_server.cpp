@@ -50,12 +50,20 @@ Expected<std::vector<Child>> children(caf::actor_system& sys, const CoordinatorI
   return out;
 }
 
-std::optional<StageStatus> stage_status(caf::actor_system& sys, const caf::actor& a) {
-  std::optional<StageStatus> out;
-  if (!a) return out;
+// Asks every live stage actor at once (each answers between two of its instructions), so
+// the wait is the slowest answer, not the sum; nullopt for an actor that is down or did
+// not answer within a second.
+std::vector<std::optional<StageStatus>> stage_statuses(caf::actor_system& sys, const std::vector<Child>& kids) {
   caf::scoped_actor self{sys};
-  self->request(a, std::chrono::seconds(1), actor_status_atom::value)
-      .receive([&](StageStatus& s) { out = std::move(s); }, [&](caf::error&) {});
+  using handle = decltype(self->request(caf::actor{}, std::chrono::seconds(1), actor_status_atom::value));
+  std::vector<std::optional<handle>> pending;
+  for (auto& c : kids)
+    pending.push_back(c.alive && c.handle && c.supervisor == "training"
+                          ? std::optional<handle>(self->request(c.handle, std::chrono::seconds(1), actor_status_atom::value))
+                          : std::nullopt);
+  std::vector<std::optional<StageStatus>> out(kids.size());
+  for (size_t i = 0; i < kids.size(); i++)
+    if (pending[i]) pending[i]->receive([&](StageStatus& s) { out[i] = std::move(s); }, [&](caf::error&) {});
   return out;
 }
 
@@ -421,6 +429,7 @@ Reply ConsoleServer::ps() {
   std::map<std::string, json> nodes;
   if (graph.is_object() && graph.contains("nodes"))
     for (auto& n : graph["nodes"]) nodes[n["name"].get<std::string>()] = n;
+  auto statuses = stage_statuses(sys, *kids);
   struct Row {
     std::string tree, name, role, device, state, restarts, mailbox, layers;
   };
@@ -433,11 +442,11 @@ Reply ConsoleServer::ps() {
     std::string strategy = training ? "one_for_all" : "one_for_one";
     rows.push_back({std::string("`- ") + sup, sup, "supervisor (" + strategy + ")", "cpu", "running", "-", "-", ""});
     data.push_back({{"name", sup}, {"role", "supervisor"}, {"strategy", strategy}, {"state", "running"}, {"parent", "coordinator"}});
-    std::vector<const Child*> mine;
-    for (auto& c : *kids)
-      if (c.supervisor == sup) mine.push_back(&c);
+    std::vector<size_t> mine;
+    for (size_t k = 0; k < kids->size(); k++)
+      if ((*kids)[k].supervisor == sup) mine.push_back(k);
     for (size_t i = 0; i < mine.size(); i++) {
-      const Child& c = *mine[i];
+      const Child& c = (*kids)[mine[i]];
       Row row;
       row.tree = std::string(i + 1 < mine.size() ? "   |- " : "   `- ") + c.name;
       row.name = c.name;
@@ -453,7 +462,7 @@ Reply ConsoleServer::ps() {
         row.state = "down";
         row.mailbox = "-";
       } else if (training) {
-        auto st = stage_status(sys, c.handle);
+        const auto& st = statuses[mine[i]];
         if (st) {
           row.state = st->running ? "running" : "idle";
           row.mailbox = std::to_string(st->mailbox);
@@ -550,8 +559,10 @@ Reply ConsoleServer::metrics(const std::string& actor) {
                     "COMPUTE", "BUSY");
   json per = json::array();
   double step_s = v.last ? v.last->step_seconds : 0;
-  for (auto& c : stages) {
-    auto st = c.alive ? stage_status(sys, c.handle) : std::nullopt;
+  auto statuses = stage_statuses(sys, stages);
+  for (size_t k = 0; k < stages.size(); k++) {
+    const Child& c = stages[k];
+    const auto& st = statuses[k];
     if (!st) {
       text += strformat("%-18s %s\n", c.name.c_str(), c.alive ? "(busy: no answer within 1 s)" : "(down)");
       per.push_back({{"name", c.name}, {"state", c.alive ? "busy" : "down"}});

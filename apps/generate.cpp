@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/speculative.h"
 #include "apps/commands.h"
 #include "core/chat.h"
 #include "core/gguf.h"
@@ -35,7 +36,11 @@ const char* kGenerateUsage =
     "  --seed S             random seed for sampling (default 0): same seed, same output\n"
     "  --stop TEXT          stop when the output contains TEXT (repeatable)\n"
     "  --ignore-eos         go on after the end-of-sequence token\n"
-    "  --threads N          CPU threads (default: all)\n";
+    "  --threads N          CPU threads (default: all)\n"
+    "  --draft SPEC         speculative decoding through a DraftActor and a VerifierActor: 'ngram' (prompt\n"
+    "                       lookup), 'self:N' (the model's own first N layers) or a GGUF of a small model\n"
+    "                       with the same tokenizer; the output is the model's own (identical when greedy)\n"
+    "  --draft-k K          at most K drafted tokens per round (default 8; adapted to the acceptance rate)\n";
 
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
@@ -49,6 +54,8 @@ int cmd_generate(int argc, char** argv) {
   int max_tokens = 128, threads = 0;
   model::Sampling s;
   std::vector<std::string> stops;
+  std::string draft_spec;
+  int draft_k = 8;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -91,6 +98,10 @@ int cmd_generate(int argc, char** argv) {
       stops.push_back(value());
     } else if (a == "--ignore-eos") {
       ignore_eos = true;
+    } else if (a == "--draft") {
+      draft_spec = value();
+    } else if (a == "--draft-k") {
+      draft_k = int(number(1, 64));
     } else if (a == "--threads") {
       threads = int(number(1, 1024));
     } else {
@@ -122,53 +133,73 @@ int cmd_generate(int argc, char** argv) {
   if (tok->add_bos() && tok->bos_id() >= 0) seq.tokens.insert(seq.tokens.begin(), tok->bos_id());
   const auto& cfg = loaded->config;
   int ctx = std::min<int>(cfg.max_seq_len, int(seq.tokens.size()) + max_tokens);
-  model::KvCache cache(cfg, (ctx + 15) / 16, 16);
-  model::InferenceEngine eng(*loaded->model, cache);
   // The end of a turn: <|im_end|> for chat models, else the file's EOS.
   int32_t eos = tok->eos_id();
   if (auto im_end = tok->token_id("<|im_end|>"); chat && im_end) eos = *im_end;
   const int V = cfg.vocab_size;
   const int prompt_tokens = int(seq.tokens.size());
   std::string out;
-  std::vector<float> logits(static_cast<size_t>(V));
   auto t_prompt = std::chrono::steady_clock::now();
   double prompt_s = 0;
   int generated = 0;
   const bool tty = isatty(1);
   if (!chat) std::fputs(prompt.c_str(), stdout);
-  for (; generated < max_tokens; generated++) {
-    auto r = eng.step({&seq});
-    if (!r) throw std::runtime_error("troupe generate: " + r.error().message);
+  // Each new token: false ends generation (EOS, a stop string, the context's end).
+  auto emit = [&](int32_t next) {
     if (generated == 0) prompt_s = seconds_since(t_prompt);
-    std::copy(*r, *r + V, logits.begin());
-    model::apply_repetition_penalty(logits.data(), V, seq.tokens, s.repetition_penalty);
-    int32_t next = model::sample_token(logits.data(), V, s, uint64_t(generated));
-    if (next == eos && !ignore_eos) break;
-    seq.tokens.push_back(next);
+    if (next == eos && !ignore_eos) return false;
+    generated++;
     const std::string& piece = tok->token_bytes(next);
     out += piece;
     std::fwrite(piece.data(), 1, piece.size(), stdout);
     if (tty) std::fflush(stdout);
-    bool stop = false;
-    for (auto& st : stops) stop = stop || out.find(st) != std::string::npos;
-    if (stop) {
-      generated++;
-      break;
-    }
-    if (int(seq.tokens.size()) >= cfg.max_seq_len) {
+    for (auto& st : stops)
+      if (out.find(st) != std::string::npos) return false;
+    if (prompt_tokens + generated >= cfg.max_seq_len) {
       std::fprintf(stderr, "\ntroupe generate: reached the model's context of %d tokens\n", cfg.max_seq_len);
-      generated++;
-      break;
+      return false;
     }
+    return generated < max_tokens;
+  };
+  std::string spec_note;
+  if (draft_spec.empty()) {
+    model::KvCache cache(cfg, (ctx + 15) / 16, 16);
+    model::InferenceEngine eng(*loaded->model, cache);
+    std::vector<float> logits(static_cast<size_t>(V));
+    for (bool more = max_tokens > 0; more;) {
+      auto r = eng.step({&seq});
+      if (!r) throw std::runtime_error("troupe generate: " + r.error().message);
+      std::copy(*r, *r + V, logits.begin());
+      model::apply_repetition_penalty(logits.data(), V, seq.tokens, s.repetition_penalty);
+      int32_t next = model::sample_token(logits.data(), V, s, uint64_t(generated));
+      seq.tokens.push_back(next);
+      more = emit(next);
+    }
+  } else {
+    caf::actor_system_config acfg;
+    caf::actor_system sys{acfg};
+    std::shared_ptr<const model::Transformer> target(std::move(loaded->model));
+    auto drafter = model::make_drafter(draft_spec, target, ctx);
+    if (!drafter) throw std::runtime_error("troupe generate: " + drafter.error().message);
+    auto draft = actors::spawn_draft_actor(sys, *drafter);
+    auto verifier = actors::spawn_verifier_actor(sys, target, (ctx + draft_k + 15) / 16 + 1, 16);
+    model::SpeculativeStats st;
+    auto r = actors::speculative_generate(sys, draft, verifier, seq.tokens, max_tokens, s, draft_k, &st, emit);
+    caf::anon_send_exit(draft, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(verifier, caf::exit_reason::user_shutdown);
+    if (!r) throw std::runtime_error("troupe generate: " + r.error().message);
+    spec_note = strformat("; drafter %s: %d rounds, %.0f%% of %d drafted tokens accepted, %.2f tokens per round",
+                          draft_spec.c_str(), st.rounds, 100 * st.acceptance(), st.drafted,
+                          st.rounds ? double(st.generated) / st.rounds : 0.0);
   }
   std::fputs("\n", stdout);
   std::fflush(stdout);
   double total = seconds_since(t_prompt);
   double decode_s = total - prompt_s;
   std::fprintf(stderr,
-               "[%s: loaded in %.2f s; prompt %d tokens in %.3f s (%.0f tok/s); %d tokens generated at %.1f tok/s]\n",
+               "[%s: loaded in %.2f s; prompt %d tokens in %.3f s (%.0f tok/s); %d tokens generated at %.1f tok/s%s]\n",
                cfg.str().c_str(), load_s, prompt_tokens, prompt_s, double(prompt_tokens) / std::max(prompt_s, 1e-9), generated,
-               generated > 1 ? double(generated - 1) / std::max(decode_s, 1e-9) : 0.0);
+               generated > 1 ? double(generated - 1) / std::max(decode_s, 1e-9) : 0.0, spec_note.c_str());
   return 0;
 }
 

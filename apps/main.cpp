@@ -14,6 +14,7 @@ static void usage() {
                "  run JOB.toml       run a training job in this process (see troupe run --help)\n"
                "  console [ADDR]     attach to a running job (troupe run --listen/--console; see --help)\n"
                "  generate ...       text from a GGUF model (SmolLM2), tokens as they come (see --help)\n"
+               "  serve --model GGUF OpenAI-compatible HTTP server with continuous batching (see --help)\n"
                "  data ...           prepare the Austen corpus and token files (see troupe data --help)\n"
                "  bench train        training throughput vs the sgemm peak and PyTorch (--json)\n"
                "  bench pipeline     measured pipeline bubble vs theory (--json)\n"
@@ -32,6 +33,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[1], "run")) return troupe::app::cmd_run(argc - 1, argv + 1);
     if (!std::strcmp(argv[1], "console")) return troupe::app::cmd_console(argc - 1, argv + 1);
     if (!std::strcmp(argv[1], "generate")) return troupe::app::cmd_generate(argc - 1, argv + 1);
+    if (!std::strcmp(argv[1], "serve")) return troupe::app::cmd_serve(argc - 1, argv + 1);
     if (!std::strcmp(argv[1], "data")) return troupe::app::cmd_data(argc - 1, argv + 1);
     if (!std::strcmp(argv[1], "bench")) return troupe::app::cmd_bench(argc - 1, argv + 1);
   } catch (const std::exception& e) {

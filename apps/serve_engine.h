@@ -136,7 +136,6 @@ class ServeEngine {
   void decode_step(std::vector<std::pair<Active*, ServeUpdate>>& out);
   void emit_text(Active& a, bool final, ServeUpdate& u);
   int reserved_blocks() const;
-  void retire(Active& a, bool ok, bool cancelled);
 
   const Tokenizer& tok_;
   const ServeOptions opt_;
@@ -152,6 +151,7 @@ class ServeEngine {
   bool stopping_ = false;
 
   std::vector<std::unique_ptr<Active>> running_;  // the worker's alone
+  std::mutex join_mu_;                            // stop() from two threads joins once
   std::thread thread_;
 };
 

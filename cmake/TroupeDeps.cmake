@@ -61,12 +61,18 @@ if(NOT nlohmann_json_FOUND)
 endif()
 
 if(NOT TROUPE_KERNELS_ONLY)  # serving and the console (apps/)
-  find_path(HTTPLIB_INCLUDE_DIR httplib.h)
-  if(NOT HTTPLIB_INCLUDE_DIR)
-    troupe_missing("cpp-httplib" "libcpp-httplib-dev")
+  # Debian's cpp-httplib is a compiled library, built with OpenSSL, zlib and brotli: the
+  # header must see the same CPPHTTPLIB_* defines (they change class layouts), so take
+  # them and the library from its pkg-config file.
+  find_package(PkgConfig QUIET)
+  if(PkgConfig_FOUND)
+    pkg_check_modules(HTTPLIB QUIET IMPORTED_TARGET cpp-httplib)
+  endif()
+  if(NOT HTTPLIB_FOUND)
+    troupe_missing("cpp-httplib" "libcpp-httplib-dev pkg-config")
   endif()
   add_library(troupe::httplib INTERFACE IMPORTED)
-  target_include_directories(troupe::httplib SYSTEM INTERFACE ${HTTPLIB_INCLUDE_DIR})
+  target_link_libraries(troupe::httplib INTERFACE PkgConfig::HTTPLIB)
 
   find_path(READLINE_INCLUDE_DIR readline/readline.h)
   find_library(READLINE_LIBRARY readline)

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "core/rng.h"
+#include "ops/model/gguf_model.h"
 
 namespace troupe::model {
 
@@ -105,6 +106,32 @@ ModelDrafter::ModelDrafter(const Transformer& model, int layers, int kv_blocks, 
   engine_ = std::make_unique<InferenceEngine>(model, *cache_, layers);
 }
 
+ModelDrafter::ModelDrafter(std::shared_ptr<const Transformer> model, int layers, int kv_blocks, std::string name)
+    : ModelDrafter(*model, layers, kv_blocks, std::move(name)) {
+  owned_ = std::move(model);
+}
+
+Expected<std::shared_ptr<Drafter>> make_drafter(const std::string& spec, std::shared_ptr<const Transformer> target,
+                                                int max_seq_len) {
+  const ModelConfig& tc = target->config();
+  const int blocks = (max_seq_len + 15) / 16 + 1;
+  if (spec == "ngram") return std::shared_ptr<Drafter>(std::make_shared<NgramDrafter>());
+  if (spec.rfind("self:", 0) == 0) {
+    char* end = nullptr;
+    long n = std::strtol(spec.c_str() + 5, &end, 10);
+    if (spec.size() == 5 || *end || n < 1 || n >= tc.n_layer)
+      return make_error(strformat("--draft '%s': self:N needs 1 <= N < %d (the model's layers)", spec.c_str(), tc.n_layer));
+    return std::shared_ptr<Drafter>(std::make_shared<ModelDrafter>(target, int(n), blocks, spec));
+  }
+  auto small = load_gguf_llama(spec, max_seq_len);
+  if (!small) return make_error("--draft '" + spec + "': " + small.error().message + " (expected ngram, self:N or a GGUF)");
+  if (small->config.vocab_size != tc.vocab_size)
+    return make_error(strformat("--draft '%s': vocabulary of %d tokens, the model's has %d", spec.c_str(),
+                                small->config.vocab_size, tc.vocab_size));
+  std::shared_ptr<const Transformer> m(std::move(small->model));
+  return std::shared_ptr<Drafter>(std::make_shared<ModelDrafter>(std::move(m), -1, blocks, spec));
+}
+
 Expected<Draft> ModelDrafter::propose(const std::vector<int32_t>& ctx, int k, const Sampling& s, uint64_t round) {
   // Keep the common prefix of what was drafted before and the context now.
   size_t common = 0;
@@ -134,26 +161,28 @@ Expected<Draft> ModelDrafter::propose(const std::vector<int32_t>& ctx, int k, co
   return d;
 }
 
-SpeculativeDecoder::SpeculativeDecoder(InferenceEngine& target, Drafter& drafter, int k_max, int k_start)
-    : target_(target), drafter_(drafter), k_max_(k_max), k_(std::clamp(k_start, 1, k_max)) {}
+void AdaptiveK::update(int accepted, int drafted) {
+  if (drafted <= 0) return;
+  rate = 0.8 * rate + 0.2 * double(accepted) / drafted;
+  if (rate > 0.8 && k < k_max) k++;
+  else if (rate < 0.4 && k > 1) k--;
+}
 
-Expected<Verdict> SpeculativeDecoder::round(Sequence& seq, const Sampling& s, uint64_t round_index) {
-  const int V = target_.config().vocab_size;
-  const int base = int(seq.tokens.size());  // the context; its last token is not yet computed
-  int k = std::min(k_, target_.config().max_seq_len - base);
-  auto draft = drafter_.propose(seq.tokens, std::max(k, 0), s, round_index);
-  if (!draft) return draft.error();
-  if (int(draft->tokens.size()) > k) draft->tokens.resize(size_t(k)), draft->q.resize(std::min(draft->q.size(), size_t(k)));
-  seq.tokens.insert(seq.tokens.end(), draft->tokens.begin(), draft->tokens.end());
+Expected<Verdict> verify_on_target(InferenceEngine& target, Sequence& seq, const Draft& d, const Sampling& s,
+                                   uint64_t round) {
+  const int V = target.config().vocab_size;
+  const int base = int(seq.tokens.size());
+  if (base == 0) return make_error("speculative decoding: empty sequence");
+  seq.tokens.insert(seq.tokens.end(), d.tokens.begin(), d.tokens.end());
   const int cached_before = seq.cached;
-  auto logits = target_.step_all({&seq});
+  auto logits = target.step_all({&seq});
   if (!logits) {
     seq.tokens.resize(size_t(base));
     return logits.error();
   }
-  // One row per position computed, [cached_before, base + kd); the verdict needs the last
+  // One row per position computed, [cached_before, base + kd); the rule needs the last
   // kd + 1: the target's distributions after base - 1, base, ..., base + kd - 1.
-  const int kd = int(draft->tokens.size());
+  const int kd = int(d.tokens.size());
   const int n_rows = int(seq.tokens.size()) - cached_before;
   std::vector<std::vector<float>> p(size_t(kd + 1), std::vector<float>(static_cast<size_t>(V)));
   std::vector<const float*> prow;
@@ -161,40 +190,50 @@ Expected<Verdict> SpeculativeDecoder::round(Sequence& seq, const Sampling& s, ui
     sampling_distribution(*logits + int64_t(n_rows - (kd + 1) + i) * V, V, s, p[size_t(i)].data());
     prow.push_back(p[size_t(i)].data());
   }
-  Verdict v = verify_draft(*draft, prow, V, s.seed, round_index);
-  // Keep the context and the accepted drafts (computed, correct), drop the rest, and
-  // append the correction or bonus token (not yet computed).
-  target_.truncate(seq, base + v.accepted);
+  Verdict v = verify_draft(d, prow, V, s.seed, round);
+  // Keep the context and the accepted drafts (computed, correct), drop the rest.
+  target.truncate(seq, base + v.accepted);
   seq.tokens.push_back(v.tokens.back());
-  stats_.rounds++;
-  stats_.drafted += kd;
-  stats_.accepted += v.accepted;
-  if (kd > 0) {
-    rate_ = 0.8 * rate_ + 0.2 * double(v.accepted) / kd;
-    if (rate_ > 0.8 && k_ < k_max_) k_++;
-    else if (rate_ < 0.4 && k_ > 1) k_--;
-  }
   return v;
 }
+
+Expected<void> check_speculative_sampling(const Sampling& s) {
+  if (s.repetition_penalty != 1.0f)
+    return make_error("speculative decoding: repetition_penalty is not supported (the target's distribution would "
+                      "depend on the drafted tokens)");
+  return {};
+}
+
+SpeculativeDecoder::SpeculativeDecoder(InferenceEngine& target, Drafter& drafter, int k_max, int k_start)
+    : target_(target), drafter_(drafter), k_{k_max, std::clamp(k_start, 1, k_max), 0.5} {}
 
 Expected<std::vector<int32_t>> SpeculativeDecoder::generate(const std::vector<int32_t>& prompt, int max_new,
                                                            const Sampling& s,
                                                            const std::function<bool(int32_t)>& on_token) {
-  if (s.repetition_penalty != 1.0f)
-    return make_error("speculative decoding: repetition_penalty is not supported (the target's distribution would "
-                      "depend on the drafted tokens)");
+  if (auto ok = check_speculative_sampling(s); !ok) return ok.error();
   if (prompt.empty()) return make_error("speculative decoding: empty prompt");
   Sequence seq;
   seq.tokens = prompt;
   std::vector<int32_t> out;
   bool stop = false;
-  for (uint64_t r = 0; !stop && int(out.size()) < max_new; r++) {
-    if (int(seq.tokens.size()) >= target_.config().max_seq_len) break;
-    auto v = round(seq, s, r);
+  const int ctx = target_.config().max_seq_len;
+  for (uint64_t r = 0; !stop && int(out.size()) < max_new && int(seq.tokens.size()) < ctx; r++) {
+    int k = std::min(k_.k, ctx - int(seq.tokens.size()));
+    auto draft = drafter_.propose(seq.tokens, k, s, r);
+    if (!draft) {
+      target_.release(seq);
+      return draft.error();
+    }
+    if (int(draft->tokens.size()) > k) draft->tokens.resize(size_t(k)), draft->q.resize(std::min(draft->q.size(), size_t(k)));
+    auto v = verify_on_target(target_, seq, *draft, s, r);
     if (!v) {
       target_.release(seq);
       return v.error();
     }
+    stats_.rounds++;
+    stats_.drafted += int(draft->tokens.size());
+    stats_.accepted += v->accepted;
+    k_.update(v->accepted, int(draft->tokens.size()));
     for (int32_t t : v->tokens) {
       if (int(out.size()) >= max_new) break;
       out.push_back(t);

@@ -69,10 +69,13 @@ class NgramDrafter : public Drafter {
 class ModelDrafter : public Drafter {
  public:
   ModelDrafter(const Transformer& model, int layers, int kv_blocks, std::string name);
+  // The same, keeping the model alive.
+  ModelDrafter(std::shared_ptr<const Transformer> model, int layers, int kv_blocks, std::string name);
   std::string name() const override { return name_; }
   Expected<Draft> propose(const std::vector<int32_t>& context, int k, const Sampling& s, uint64_t round) override;
 
  private:
+  std::shared_ptr<const Transformer> owned_;
   std::string name_;
   ModelConfig cache_cfg_;
   std::unique_ptr<KvCache> cache_;
@@ -80,13 +83,27 @@ class ModelDrafter : public Drafter {
   Sequence seq_;
 };
 
+// The draft length, adapted to the running acceptance rate (an exponential average):
+// one more while nearly all drafts pass, one fewer while few do.
+struct AdaptiveK {
+  int k_max = 8, k = 4;
+  double rate = 0.5;
+  void update(int accepted, int drafted);
+};
+
+// The target's half of a round: appends the draft to seq (whose last token is not yet
+// computed), scores it in one forward, applies the rule, drops the rejected positions
+// and appends the correction or bonus token (not yet computed).
+Expected<Verdict> verify_on_target(InferenceEngine& target, Sequence& seq, const Draft& d, const Sampling& s,
+                                   uint64_t round);
+
 struct SpeculativeStats {
   int rounds = 0, drafted = 0, accepted = 0, generated = 0;
   double acceptance() const { return drafted ? double(accepted) / drafted : 0; }
 };
 
-// Decoding with a drafter against a target engine; k adapts to the running acceptance
-// rate (an exponential average): up while nearly all drafts pass, down while few do.
+// Decoding with a drafter against a target engine, in one thread (the actor form, with
+// the drafter and the target in their own actors, is actors/speculative.h).
 class SpeculativeDecoder {
  public:
   SpeculativeDecoder(InferenceEngine& target, Drafter& drafter, int k_max = 8, int k_start = 4);
@@ -94,18 +111,21 @@ class SpeculativeDecoder {
   Expected<std::vector<int32_t>> generate(const std::vector<int32_t>& prompt, int max_new, const Sampling& s,
                                           const std::function<bool(int32_t)>& on_token = nullptr);
   const SpeculativeStats& stats() const { return stats_; }
-  // One round on a target sequence whose last token is not yet computed: drafts, verifies
-  // in one target forward, truncates the rejected positions and appends the verdict's
-  // tokens. Exposed for the actor form (actors/speculative.h).
-  Expected<Verdict> round(Sequence& target_seq, const Sampling& s, uint64_t round_index);
-  int k() const { return k_; }
 
  private:
   InferenceEngine& target_;
   Drafter& drafter_;
-  int k_max_, k_;
-  double rate_ = 0.5;
+  AdaptiveK k_;
   SpeculativeStats stats_;
 };
+
+// A drafter from a spec: "ngram" (prompt lookup), "self:N" (the target's first N layers),
+// or the path of a Llama GGUF with the target's vocabulary (a small model). Errors name
+// the spec and what is wrong with it.
+Expected<std::shared_ptr<Drafter>> make_drafter(const std::string& spec, std::shared_ptr<const Transformer> target,
+                                                int max_seq_len);
+
+// Checks what speculative decoding supports; the error says what is not.
+Expected<void> check_speculative_sampling(const Sampling& s);
 
 }  // namespace troupe::model
