@@ -12,6 +12,7 @@ console printed, on a one-shot `-c ... --json` run beside it, on the refusal of 
 token, on the report of the lost connection when the job ends, and on the job's
 --metrics-out: every step once and in order, the restart recorded, dp 1 then 2, and the
 new learning rate from the set onwards."""
+import atexit
 import json
 import os
 import pty
@@ -29,6 +30,20 @@ os.chdir(root)
 tmp = tempfile.mkdtemp(prefix="troupe_console_pty.")
 STEPS = 30
 ANSI = re.compile(r"\x1b\[[0-9;?]*[a-zA-Z]|\x1b[=>]|\x07|\r")
+
+
+children = []  # processes to stop however the script ends
+
+
+def cleanup():
+    for p in children:
+        try:
+            p.kill() if hasattr(p, "kill") else os.kill(p, signal.SIGKILL)
+        except (ProcessLookupError, OSError):
+            pass
+
+
+atexit.register(cleanup)
 
 
 def fail(msg):
@@ -69,6 +84,7 @@ metrics = os.path.join(tmp, "metrics.jsonl")
 job_log = open(os.path.join(tmp, "job.log"), "w")
 proc = subprocess.Popen([troupe, "run", job, "--listen", "127.0.0.1:0", "--paused", "--console-file", console_file,
                          "--metrics-out", metrics], stdout=job_log, stderr=subprocess.STDOUT)
+children.append(proc)
 for _ in range(600):
     if os.path.exists(console_file) or proc.poll() is not None:
         break
@@ -84,6 +100,7 @@ env = dict(os.environ, TERM="xterm", HOME=tmp, INPUTRC="/dev/null")
 pid, fd = pty.fork()
 if pid == 0:
     os.execvpe(troupe, [troupe, "console", "--console-file", console_file, "--retries", "2"], env)
+children.append(pid)
 screen = ""  # everything the console printed, escape sequences removed
 
 
