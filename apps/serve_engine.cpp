@@ -31,12 +31,14 @@ size_t utf8_incomplete_tail(const std::string& s) {
 // become one, so it is not shown.
 size_t stop_prefix_tail(const std::string& s, size_t from, const std::vector<std::string>& stops) {
   size_t held = 0;
-  for (const auto& stop : stops)
+  for (const auto& stop : stops) {
+    if (stop.empty()) continue;
     for (size_t k = std::min(stop.size() - 1, s.size() - from); k > held; k--)
       if (s.compare(s.size() - k, k, stop, 0, k) == 0) {
         held = k;
         break;
       }
+  }
   return held;
 }
 

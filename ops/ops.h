@@ -42,7 +42,7 @@ void linear_backward_ref(float* dinp, float* dweight, float* dbias, const float*
                          const float* weight, int N, int C, int OC);
 // bf16 weights (storage), f32 activations and accumulation.
 // Decoding's matrix-vector form of linear_forward (no bias) for a few rows: each weight
-// row is read once per 4 input rows; bits independent of the thread count.
+// row is read once per 8 input rows; bits independent of the thread count.
 void matvec_forward(float* out, const float* inp, const float* weight, int N, int C, int OC);
 void linear_forward_bf16w(float* out, const float* inp, const uint16_t* weight, const float* bias, int N, int C,
                           int OC);

@@ -30,6 +30,16 @@ else
   say "Debian packages present"
 fi
 
+# ---- Python packages -------------------------------------------------------------------
+# openai: tests/examples/serve_openai.py drives `troupe serve` with the official client.
+if python3 -c "import openai" 2>/dev/null; then
+  say "Python package openai present"
+else
+  say "installing the Python package openai (pip)"
+  # Debian's own python3 is externally managed (PEP 668): pip needs to be told.
+  python3 -m pip install -q openai 2>/dev/null || python3 -m pip install -q --break-system-packages openai
+fi
+
 # ---- data (git-ignored) --------------------------------------------------------------
 mkdir -p "$DATA"
 GGUF=$DATA/SmolLM2-135M-Instruct.Q4_1.gguf

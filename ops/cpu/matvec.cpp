@@ -1,7 +1,7 @@
 // Matrix-vector products for decoding: out (N, OC) = inp (N, C) @ weight^T for a few rows
-// (N = the sequences decoding one token each). A GEMM library streams the weight matrix
-// per call with setup costs sized for big N; here each weight row is read once and used
-// for up to 4 input rows at a time, and threads split the output channels. Each output is
+// (N = the sequences decoding one token each, or a verified draft). A GEMM library streams
+// the weight matrix per call with setup costs sized for big N; here each weight row is
+// read once and used for up to 8 input rows at a time, and threads split the output channels. Each output is
 // one dot product summed in a fixed order (8 lanes, then a fixed tree, then the tail), so
 // the bits do not depend on the thread count.
 
@@ -27,7 +27,7 @@ inline float hsum(__m256 v) {
 }
 #endif
 
-// Rows [r0, r0 + R) of inp against weight row j; R <= 4.
+// Rows [r0, r0 + R) of inp against weight row j; R <= 8.
 template <int R>
 void dot_rows(float* out, const float* inp, const float* w, int C, int OC, int r0, int j) {
   float res[R];
@@ -56,11 +56,15 @@ void matvec_forward(float* out, const float* inp, const float* weight, int N, in
 #pragma omp parallel for schedule(static)
   for (int t = 0; t < tasks; t++) {
     const int j1 = std::min(OC, (t + 1) * kRows);
-    for (int r0 = 0; r0 < N; r0 += 4) {
-      const int R = std::min(4, N - r0);
+    for (int r0 = 0; r0 < N; r0 += 8) {
+      const int R = std::min(8, N - r0);
       for (int j = t * kRows; j < j1; j++) {
         const float* w = weight + int64_t(j) * C;
         switch (R) {
+          case 8: dot_rows<8>(out, inp, w, C, OC, r0, j); break;
+          case 7: dot_rows<7>(out, inp, w, C, OC, r0, j); break;
+          case 6: dot_rows<6>(out, inp, w, C, OC, r0, j); break;
+          case 5: dot_rows<5>(out, inp, w, C, OC, r0, j); break;
           case 4: dot_rows<4>(out, inp, w, C, OC, r0, j); break;
           case 3: dot_rows<3>(out, inp, w, C, OC, r0, j); break;
           case 2: dot_rows<2>(out, inp, w, C, OC, r0, j); break;

@@ -127,7 +127,7 @@ void InferenceEngine::release(Sequence& s) {
 namespace {
 // Decoding steps have a few rows: a GEMV streams each weight once; prompts go to GEMM.
 void project(float* out, const float* inp, const float* w, int N, int C, int OC) {
-  if (N <= 8) ops::matvec_forward(out, inp, w, N, C, OC);
+  if (N <= 16) ops::matvec_forward(out, inp, w, N, C, OC);
   else ops::linear_forward(out, inp, w, nullptr, N, C, OC);
 }
 }  // namespace
