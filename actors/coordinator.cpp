@@ -322,15 +322,9 @@ Expected<void> Coordinator::start() {
   if (uint32_t(vocab) < file->vocab_size())
     return make_error(strformat("%s: model.vocab_size: %d is smaller than the token file's %u", j.source.c_str(),
                                 vocab, file->vocab_size()));
-  int kv = j.model.n_kv_head ? j.model.n_kv_head : j.model.n_head;
-  int ff = j.model.d_ff ? j.model.d_ff : 4 * j.model.d_model;
-  model_cfg_ = j.model.arch == "gpt2"
-                   ? model::ModelConfig::gpt2(j.model.n_layer, j.model.n_head, j.model.d_model, vocab, j.model.max_seq_len)
-                   : model::ModelConfig::llama(j.model.n_layer, j.model.n_head, kv, j.model.d_model, ff, vocab,
-                                               j.model.max_seq_len);
-  model_cfg_.norm_eps = float(j.model.norm_eps);
-  model_cfg_.rope_theta = float(j.model.rope_theta);
-  if (auto ok = model_cfg_.validate(); !ok) return make_error(j.source + ": model." + ok.error().message);
+  auto cfg = model_config_for(j, vocab);
+  if (!cfg) return cfg.error();
+  model_cfg_ = *cfg;
 
   const int p = j.parallel.pp, m = j.parallel.microbatches, dp = j.parallel.dp;
   dataset_ = std::make_unique<data::TokenDataset>(std::move(*file), j.data.val_fraction);
@@ -564,6 +558,19 @@ Expected<StepMetrics> Coordinator::run_step(int64_t step) {
   mt.step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   mt.tokens_per_second = double(tokens) / mt.step_seconds;
   return mt;
+}
+
+Expected<model::ModelConfig> model_config_for(const JobConfig& j, int vocab) {
+  int kv = j.model.n_kv_head ? j.model.n_kv_head : j.model.n_head;
+  int ff = j.model.d_ff ? j.model.d_ff : 4 * j.model.d_model;
+  auto cfg = j.model.arch == "gpt2"
+                 ? model::ModelConfig::gpt2(j.model.n_layer, j.model.n_head, j.model.d_model, vocab, j.model.max_seq_len)
+                 : model::ModelConfig::llama(j.model.n_layer, j.model.n_head, kv, j.model.d_model, ff, vocab,
+                                             j.model.max_seq_len);
+  cfg.norm_eps = float(j.model.norm_eps);
+  cfg.rope_theta = float(j.model.rope_theta);
+  if (auto ok = cfg.validate(); !ok) return make_error(j.source + ": model." + ok.error().message);
+  return cfg;
 }
 
 Expected<SnapshotPtr> Coordinator::weights(int64_t steps_done) {

@@ -84,6 +84,10 @@ struct Wiring {
   void close_all();
 };
 
+// The model a job trains (its [model] section) with a vocabulary of `vocab` tokens; the
+// error names the job file and the field.
+Expected<model::ModelConfig> model_config_for(const JobConfig& j, int vocab);
+
 class Coordinator {
  public:
   Coordinator(caf::actor_system& sys, JobConfig job);

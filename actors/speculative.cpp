@@ -2,7 +2,10 @@
 
 #include <map>
 
+#include "actors/checkpoint.h"
+#include "actors/coordinator.h"
 #include "actors/supervisor.h"
+#include "ops/model/generate.h"
 
 namespace troupe::actors {
 
@@ -28,6 +31,34 @@ struct VerifierState {
 };
 
 }  // namespace
+
+Expected<std::shared_ptr<model::Drafter>> make_drafter(const std::string& spec,
+                                                       std::shared_ptr<const model::Transformer> target, int max_seq_len) {
+  if (spec.rfind("job:", 0) != 0) return model::make_drafter(spec, std::move(target), max_seq_len);
+  const std::string path = spec.substr(4);
+  auto job = JobConfig::load(path);
+  if (!job) return make_error("--draft '" + spec + "': " + job.error().message);
+  const int vocab = target->config().vocab_size;
+  if (job->model.vocab_size && job->model.vocab_size != vocab)
+    return make_error(strformat("--draft '%s': model.vocab_size is %d, the model's vocabulary has %d", spec.c_str(),
+                                job->model.vocab_size, vocab));
+  auto cfg = model_config_for(*job, vocab);
+  if (!cfg) return make_error("--draft '" + spec + "': " + cfg.error().message);
+  if (cfg->arch != model::Arch::Llama) return make_error("--draft '" + spec + "': the draft model must be a llama");
+  // RoPE has no learned positions: the drafter may run past the length it trained on.
+  cfg->max_seq_len = std::max(cfg->max_seq_len, max_seq_len);
+  auto ckpt = ckpt::load_latest_checkpoint(job->checkpoint.dir);
+  if (!ckpt)
+    return make_error("--draft '" + spec + "': no checkpoint in " + job->checkpoint.dir + " (" + ckpt.error().message +
+                      "; train it with `troupe run " + path + "`)");
+  auto m = std::make_shared<model::Transformer>(*cfg);
+  if (auto ok = model::load_params(*m, ckpt->tensors); !ok)
+    return make_error("--draft '" + spec + "': " + ckpt->path + ": " + ok.error().message);
+  m->set_training(false);
+  const int blocks = (max_seq_len + 15) / 16 + 1;
+  return std::shared_ptr<model::Drafter>(
+      std::make_shared<model::ModelDrafter>(std::shared_ptr<const model::Transformer>(m), -1, blocks, spec));
+}
 
 draft_actor spawn_draft_actor(caf::actor_system& sys, std::shared_ptr<model::Drafter> drafter) {
   auto fn = [](draft_actor::stateful_pointer<DraftState> self,

@@ -36,6 +36,12 @@ using verifier_actor =
                      caf::replies_to<verify_atom, uint64_t, model::Draft, model::Sampling, uint64_t>::with<model::Verdict>,
                      caf::reacts_to<close_atom, uint64_t>>;
 
+// model::make_drafter's specs, plus "job:FILE.toml": the model a Troupe job trained (its
+// [model] section, its newest good checkpoint in checkpoint.dir), e.g. the distilled
+// drafter of examples/jobs/draft_distill.toml.
+Expected<std::shared_ptr<model::Drafter>> make_drafter(const std::string& spec,
+                                                       std::shared_ptr<const model::Transformer> target, int max_seq_len);
+
 draft_actor spawn_draft_actor(caf::actor_system& sys, std::shared_ptr<model::Drafter> drafter);
 // The target must hold the whole model and outlive the actor.
 verifier_actor spawn_verifier_actor(caf::actor_system& sys, std::shared_ptr<const model::Transformer> target,

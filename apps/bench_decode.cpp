@@ -61,7 +61,7 @@ DecodeRun troupe_decode(const model::Transformer& m, const std::vector<int32_t>&
 json speculative_row(caf::actor_system& sys, std::shared_ptr<const model::Transformer> target, const std::string& spec,
                      const std::vector<int32_t>& prompt, int n, int k_max, int reps, const DecodeRun& plain) {
   int ctx = int(prompt.size()) + n + k_max + 1;
-  auto drafter = model::make_drafter(spec, target, ctx);
+  auto drafter = actors::make_drafter(spec, target, ctx);
   if (!drafter) return {{"drafter", spec}, {"status", "skipped"}, {"reason", drafter.error().message}};
   double best = 0;
   model::SpeculativeStats stats;

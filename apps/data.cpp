@@ -1,6 +1,7 @@
 // `troupe data ...`: prepare corpora and token files.
 //   troupe data austen --rdb DIR --out FILE        the six novels as UTF-8 text
 //   troupe data tokenize --tokenizer GGUF --in TEXT --out FILE.tok
+//   troupe data distill --out FILE.tok                the teacher's continuations (apps/data_distill.cpp)
 
 #include "core/data.h"
 
@@ -25,7 +26,9 @@ const char* kUsage =
     "      DIR is janeaustenr's data/ folder (Rdata.rdx, Rdata.rdb); writes the six novels in\n"
     "      publication order as UTF-8 text, lines joined by newlines, a blank line between books\n"
     "  troupe data tokenize --tokenizer GGUF --in TEXT --out FILE\n"
-    "      encodes TEXT with the GGUF's BPE tokenizer into a token file (see core/data.h)\n";
+    "      encodes TEXT with the GGUF's BPE tokenizer into a token file (see core/data.h)\n"
+    "  troupe data distill --out FILE.tok [--model GGUF] [--tokens FILE.tok] ...\n"
+    "      a corpus of the teacher's continuations, for training a draft model (see --help)\n";
 
 struct Opts {
   std::string rdb, out, in, tokenizer;
@@ -104,6 +107,7 @@ int cmd_data(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   std::string sub = argv[1];
+  if (sub == "distill") return cmd_data_distill(argc, argv);
   if (sub != "austen" && sub != "tokenize")
     throw std::runtime_error("data: unknown subcommand '" + sub + "'\n" + kUsage);
   Opts o = parse(argc, argv, 2);

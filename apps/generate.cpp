@@ -38,8 +38,9 @@ const char* kGenerateUsage =
     "  --ignore-eos         go on after the end-of-sequence token\n"
     "  --threads N          CPU threads (default: all)\n"
     "  --draft SPEC         speculative decoding through a DraftActor and a VerifierActor: 'ngram' (prompt\n"
-    "                       lookup), 'self:N' (the model's own first N layers) or a GGUF of a small model\n"
-    "                       with the same tokenizer; the output is the model's own (identical when greedy)\n"
+    "                       lookup), 'self:N' (the model's own first N layers), 'job:FILE.toml' (the model a\n"
+    "                       Troupe job trained, e.g. examples/jobs/draft_distill.toml) or a GGUF of a small\n"
+    "                       model with the same tokenizer; the output is the model's own (identical when greedy)\n"
     "  --draft-k K          at most K drafted tokens per round (default 8; adapted to the acceptance rate)\n";
 
 double seconds_since(std::chrono::steady_clock::time_point t) {
@@ -179,7 +180,7 @@ int cmd_generate(int argc, char** argv) {
     caf::actor_system_config acfg;
     caf::actor_system sys{acfg};
     std::shared_ptr<const model::Transformer> target(std::move(loaded->model));
-    auto drafter = model::make_drafter(draft_spec, target, ctx);
+    auto drafter = actors::make_drafter(draft_spec, target, ctx);
     if (!drafter) throw std::runtime_error("troupe generate: " + drafter.error().message);
     auto draft = actors::spawn_draft_actor(sys, *drafter);
     auto verifier = actors::spawn_verifier_actor(sys, target, (ctx + draft_k + 15) / 16 + 1, 16);

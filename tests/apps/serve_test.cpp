@@ -310,7 +310,7 @@ TEST_CASE("serve: the context and the KV pool bound a request", "[serve]") {
   CHECK(b_started_after_a);
 }
 
-TEST_CASE("serve: a client that goes away frees its blocks; stop ends what is in flight", "[serve]") {
+TEST_CASE("serve: a client that goes away frees its blocks, and stop ends what is in flight", "[serve]") {
   const Smol& s = smollm();
   ServeEngine e(*s.m.model, s.tok, {});
   auto prompt = s.tok.encode("A story about a lighthouse keeper");
