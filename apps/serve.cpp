@@ -65,7 +65,9 @@ ApiError invalid(std::string message, std::string param, std::string code = "") 
 }
 
 // Bytes of an answer may end inside a UTF-8 character or be invalid: replace, never throw.
-std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
 json error_json(const ApiError& e) {
   return {{"error",
@@ -83,8 +85,12 @@ void send_error(httplib::Response& res, const ApiError& e) {
 // The model being served and what every handler needs.
 struct Served {
   Served(std::string model_id, const Tokenizer& t, ServeEngine& e)
-      : id(std::move(model_id)), tok(t), engine(e), eos(t.eos_id()),
-        im_end(t.token_id("<|im_end|>").value_or(t.eos_id())), created(int64_t(std::time(nullptr))),
+      : id(std::move(model_id)),
+        tok(t),
+        engine(e),
+        eos(t.eos_id()),
+        im_end(t.token_id("<|im_end|>").value_or(t.eos_id())),
+        created(int64_t(std::time(nullptr))),
         id_prefix(strformat("%08x-", unsigned(std::random_device()()))) {}
   const std::string id;  // the GGUF's file stem
   const Tokenizer& tok;
@@ -115,7 +121,8 @@ std::optional<ApiError> number_field(const json& body, const char* name, double 
 std::optional<ApiError> parse_common(const json& body, const Served& s, bool chat, Parsed& p) {
   if (auto it = body.find("model"); it != body.end() && !it->is_null()) {
     if (!it->is_string() || it->get<std::string>() != s.id) {
-      ApiError e{404, "The model " + dump(*it) + " does not exist; this server serves '" + s.id + "'",
+      ApiError e{404,
+                 strformat("The model %s does not exist; this server serves '%s'", dump(*it).c_str(), s.id.c_str()),
                  "invalid_request_error", "model", "model_not_found"};
       return e;
     }
@@ -136,7 +143,8 @@ std::optional<ApiError> parse_common(const json& body, const Served& s, bool cha
   if (auto e = number_field(body, "top_p", 0, 1, p.req.sampling.top_p)) return e;
   if (p.req.sampling.top_p <= 0) return invalid("top_p must be greater than 0", "top_p");
   if (auto it = body.find("seed"); it != body.end() && !it->is_null()) {
-    if (!it->is_number_integer()) return invalid("seed must be an integer, got " + dump(*it), "seed");
+    if (!it->is_number_integer())
+      return invalid(strformat("seed must be an integer, got %s", dump(*it).c_str()), "seed");
     p.req.sampling.seed = it->is_number_unsigned() ? it->get<uint64_t>() : uint64_t(it->get<int64_t>());
   } else {
     p.req.sampling.seed = std::random_device()() | uint64_t(std::random_device()()) << 32;
@@ -172,7 +180,7 @@ std::optional<ApiError> chat_prompt(const json& body, const Served& s, std::stri
   std::vector<ChatMessage> msgs;
   for (size_t i = 0; i < it->size(); i++) {
     const json& m = (*it)[i];
-    std::string where = "messages[" + std::to_string(i) + "]";
+    std::string where = strformat("messages[%zu]", i);
     if (!m.is_object() || !m.contains("role") || !m["role"].is_string())
       return invalid(where + " must be an object with a string role", "messages");
     ChatMessage msg{m["role"].get<std::string>(), ""};
@@ -181,7 +189,8 @@ std::optional<ApiError> chat_prompt(const json& body, const Served& s, std::stri
       msg.content = content.get<std::string>();
     } else if (content.is_array()) {  // content parts: text only
       for (auto& part : content) {
-        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string())
+        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+            !part["text"].is_string())
           return invalid(where + ".content: only text parts are supported", "messages");
         msg.content += part["text"].get<std::string>();
       }
@@ -229,12 +238,17 @@ ServeCallback deliver_to(std::shared_ptr<Mailbox> box) {
 ApiError refusal_error(const SubmitResult& r, bool chat) {
   const char* prompt_field = chat ? "messages" : "prompt";
   switch (r.status) {
-    case SubmitStatus::QueueFull: return {429, r.message, "rate_limit_error", "", "rate_limit_exceeded"};
-    case SubmitStatus::ContextLength: return invalid(r.message, prompt_field, "context_length_exceeded");
-    case SubmitStatus::TooLarge: return invalid(r.message, "max_tokens");
-    case SubmitStatus::Stopped: return {503, r.message, "server_error", "", ""};
+    case SubmitStatus::QueueFull:
+      return {429, r.message, "rate_limit_error", "", "rate_limit_exceeded"};
+    case SubmitStatus::ContextLength:
+      return invalid(r.message, prompt_field, "context_length_exceeded");
+    case SubmitStatus::TooLarge:
+      return invalid(r.message, "max_tokens");
+    case SubmitStatus::Stopped:
+      return {503, r.message, "server_error", "", ""};
     case SubmitStatus::Invalid:
-    case SubmitStatus::Accepted: break;
+    case SubmitStatus::Accepted:
+      break;
   }
   return invalid(r.message, prompt_field);
 }
@@ -276,14 +290,18 @@ void handle_completion(Served& s, bool chat, const httplib::Request& http, httpl
   SubmitResult r = s.engine.submit(std::move(p.req));
   if (!r.ok()) return send_error(res, refusal_error(r, chat));
 
-  const std::string id = (chat ? "chatcmpl-" : "cmpl-") + s.id_prefix + std::to_string(s.next_id++);
+  const std::string id =
+      strformat("%s%s%llu", chat ? "chatcmpl-" : "cmpl-", s.id_prefix.c_str(), (unsigned long long)s.next_id++);
   const int64_t created = int64_t(std::time(nullptr));
   const char* object = chat ? "chat.completion" : "text_completion";
   auto choice = [chat](const std::string& delta_text, const json& finish, bool stream) {
     json c = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish}};
-    if (!chat) c["text"] = delta_text;
-    else if (stream) c["delta"] = finish.is_null() ? json{{"content", delta_text}} : json::object();
-    else c["message"] = {{"role", "assistant"}, {"content", delta_text}};
+    if (!chat)
+      c["text"] = delta_text;
+    else if (stream)
+      c["delta"] = finish.is_null() ? json{{"content", delta_text}} : json::object();
+    else
+      c["message"] = {{"role", "assistant"}, {"content", delta_text}};
     return c;
   };
   if (!p.stream) {
@@ -313,7 +331,8 @@ void handle_completion(Served& s, bool chat, const httplib::Request& http, httpl
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
-      [box, chat, chunk, choice, include_usage, prompt_tokens, started = false](size_t, httplib::DataSink& sink) mutable {
+      [box, chat, chunk, choice, include_usage, prompt_tokens, started = false](size_t,
+                                                                                httplib::DataSink& sink) mutable {
         auto send = [&](const json& j) {
           std::string line = "data: ";
           line += dump(j);
@@ -359,7 +378,9 @@ void handle_completion(Served& s, bool chat, const httplib::Request& http, httpl
 // SIGINT and SIGTERM post this; a thread waiting on it stops the server. A handler rather
 // than sigwait: OpenBLAS starts threads before main, so no signal mask covers them all.
 sem_t g_stop_requested;
-void on_stop_signal(int) { sem_post(&g_stop_requested); }  // async-signal-safe
+void on_stop_signal(int) {
+  sem_post(&g_stop_requested);  // async-signal-safe
+}
 
 // Prometheus text exposition (version 0.0.4).
 std::string metrics_text(const ServeStats& st) {
@@ -407,7 +428,8 @@ int cmd_serve(int argc, char** argv) {
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw std::runtime_error("troupe serve: " + a + " needs a value\n" + kServeUsage);
+      if (i + 1 >= argc)
+        throw std::runtime_error(strformat("troupe serve: %s needs a value\n%s", a.c_str(), kServeUsage));
       return argv[++i];
     };
     auto integer = [&](long lo, long hi) {
@@ -439,7 +461,7 @@ int cmd_serve(int argc, char** argv) {
     } else if (a == "--threads") {
       opt.threads = integer(1, 1024);
     } else {
-      throw std::runtime_error("troupe serve: unknown option " + a + "\n" + kServeUsage);
+      throw std::runtime_error(strformat("troupe serve: unknown option %s\n%s", a.c_str(), kServeUsage));
     }
   }
   if (model_path.empty()) throw std::runtime_error(std::string("troupe serve: --model is required\n") + kServeUsage);
@@ -452,7 +474,8 @@ int cmd_serve(int argc, char** argv) {
   auto file_ctx = file->get_u32("llama.context_length");
   if (!file_ctx) throw std::runtime_error(model_path + ": " + file_ctx.error().message);
   if (ctx > int(*file_ctx))
-    throw std::runtime_error(strformat("troupe serve: --ctx %d is more than the model's context of %u", ctx, *file_ctx));
+    throw std::runtime_error(
+        strformat("troupe serve: --ctx %d is more than the model's context of %u", ctx, *file_ctx));
   if (ctx == 0) ctx = std::min(2048, int(*file_ctx));
   auto loaded = model::load_gguf_llama(*file, ctx);
   if (!loaded) throw std::runtime_error(loaded.error().message);
@@ -517,11 +540,11 @@ int cmd_serve(int argc, char** argv) {
   });
   const auto& cfg = loaded->config;
   const ServeStats st = engine.stats();
-  std::printf("troupe serve: %s (%s) loaded in %.2f s; listening on http://%s:%d/v1 (max batch %d, queue %d, "
-              "context %d, KV cache %d blocks of 16 positions)\n",
-              s.id.c_str(), cfg.str().c_str(),
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), host.c_str(), bound,
-              opt.max_batch, opt.queue, ctx, st.kv_blocks_total);
+  std::printf(
+      "troupe serve: %s (%s) loaded in %.2f s; listening on http://%s:%d/v1 (max batch %d, queue %d, "
+      "context %d, KV cache %d blocks of 16 positions)\n",
+      s.id.c_str(), cfg.str().c_str(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+      host.c_str(), bound, opt.max_batch, opt.queue, ctx, st.kv_blocks_total);
   std::fflush(stdout);
   bool listened = svr.listen_after_bind();
   sem_post(&g_stop_requested);  // listening ended without a signal: wake the stopper all the same

@@ -11,9 +11,13 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
-int blocks_for(int64_t positions, int block_tokens) { return int((positions + block_tokens - 1) / block_tokens); }
+int blocks_for(int64_t positions, int block_tokens) {
+  return int((positions + block_tokens - 1) / block_tokens);
+}
 
 // Bytes at the end of s that start a UTF-8 character whose other bytes have not come yet
 // (a token may hold part of a character).
@@ -44,7 +48,9 @@ size_t stop_prefix_tail(const std::string& s, size_t from, const std::vector<std
 
 }  // namespace
 
-const char* finish_reason_name(FinishReason r) { return r == FinishReason::Stop ? "stop" : "length"; }
+const char* finish_reason_name(FinishReason r) {
+  return r == FinishReason::Stop ? "stop" : "length";
+}
 
 void Histogram::observe(double x) {
   size_t i = size_t(std::lower_bound(bounds.begin(), bounds.end(), x) - bounds.begin());
@@ -55,7 +61,7 @@ void Histogram::observe(double x) {
 
 struct ServeEngine::Active {
   ServeRequest req;
-  model::Sequence seq;  // prompt, then the answer's tokens
+  model::Sequence seq;    // prompt, then the answer's tokens
   int blocks_needed = 0;  // the most blocks it can hold: prompt + max_tokens, capped at the context
   std::string text;       // the answer so far
   size_t sent = 0;        // bytes of text already handed to the callback
@@ -76,12 +82,12 @@ ServeEngine::ServeEngine(const model::Transformer& weights, const Tokenizer& tok
       engine_(weights, cache_) {
   TROUPE_CHECK(opt.max_batch > 0 && opt.queue > 0, "ServeEngine: max_batch and queue must be positive");
   stats_.kv_blocks_total = cache_.num_blocks();
-  stats_.max_batch = opt.max_batch;
-  stats_.queue_capacity = opt.queue;
   thread_ = std::thread([this] { worker(); });
 }
 
-ServeEngine::~ServeEngine() { stop(); }
+ServeEngine::~ServeEngine() {
+  stop();
+}
 
 SubmitResult ServeEngine::submit(ServeRequest r) {
   auto refuse = [&](SubmitStatus s, std::string msg) {
@@ -92,15 +98,17 @@ SubmitResult ServeEngine::submit(ServeRequest r) {
   };
   if (!r.on_update) return refuse(SubmitStatus::Invalid, "the request has no callback");
   if (r.prompt.empty()) return refuse(SubmitStatus::Invalid, "the prompt is empty");
-  if (r.max_tokens < 0) return refuse(SubmitStatus::Invalid, strformat("max_tokens is %d; it must be >= 0", r.max_tokens));
+  if (r.max_tokens < 0)
+    return refuse(SubmitStatus::Invalid, strformat("max_tokens is %d; it must be >= 0", r.max_tokens));
   for (size_t i = 0; i < r.prompt.size(); i++)
     if (r.prompt[i] < 0 || r.prompt[i] >= vocab_)
       return refuse(SubmitStatus::Invalid, strformat("prompt token %d at position %zu is outside the vocabulary of %d",
                                                      r.prompt[i], i, vocab_));
   const int64_t n = int64_t(r.prompt.size());
   if (n > ctx_)
-    return refuse(SubmitStatus::ContextLength,
-                  strformat("the prompt has %lld tokens, more than the model's context of %d tokens", (long long)n, ctx_));
+    return refuse(
+        SubmitStatus::ContextLength,
+        strformat("the prompt has %lld tokens, more than the model's context of %d tokens", (long long)n, ctx_));
   auto a = std::make_unique<Active>();
   a->blocks_needed = blocks_for(std::min<int64_t>(n + r.max_tokens, ctx_), cache_.block_tokens());
   if (a->blocks_needed > cache_.num_blocks())
@@ -120,8 +128,8 @@ SubmitResult ServeEngine::submit(ServeRequest r) {
     }
     if (int(queue_.size()) >= opt_.queue) {
       stats_.requests_rejected++;
-      return {SubmitStatus::QueueFull, strformat("queue full: %d requests are waiting (--queue %d)", int(queue_.size()),
-                                                 opt_.queue)};
+      return {SubmitStatus::QueueFull,
+              strformat("queue full: %d requests are waiting (--queue %d)", int(queue_.size()), opt_.queue)};
     }
     queue_.push_back(std::move(a));
   }
@@ -208,7 +216,7 @@ void ServeEngine::decode_step(std::vector<std::pair<Active*, ServeUpdate>>& out)
     ServeUpdate u;
     if (!r) {
       u.done = a.done = true;
-      u.error = "engine step failed: " + r.error().message;
+      u.error = strformat("engine step failed: %s", r.error().message.c_str());
       out.push_back({&a, u});
       continue;
     }

@@ -11,8 +11,9 @@
 // requests join and leave the batch at every step, as in vLLM and Orca.
 //
 // Reproducibility: token i of a request is sampled with draw index i of its own seed, so
-// its output does not depend on what else is in the batch (up to float noise in the
-// logits, which the engine keeps to a few ulps).
+// its output does not depend on what else is in the batch, up to rounding: a step whose
+// rows include a new prompt runs GEMMs instead of GEMVs, which may change the last bits
+// of the logits (tests/apps/serve_test.cpp checks that tokens do not change).
 //
 // KV blocks are reserved, not preempted: a request is admitted only when the free blocks,
 // less what the running requests may still take, hold its prompt plus max_tokens (capped at
@@ -65,11 +66,11 @@ struct ServeRequest {
 };
 
 struct ServeOptions {
-  int max_batch = 8;   // requests in one engine step
-  int queue = 64;      // requests waiting for a place in the batch
-  int kv_blocks = 0;   // 0: enough for max_batch requests of the whole context
+  int max_batch = 8;  // requests in one engine step
+  int queue = 64;     // requests waiting for a place in the batch
+  int kv_blocks = 0;  // 0: enough for max_batch requests of the whole context
   int block_tokens = 16;
-  int threads = 0;     // OpenMP threads of the worker (0: all)
+  int threads = 0;  // OpenMP threads of the worker (0: all)
 };
 
 enum class SubmitStatus {
@@ -98,17 +99,16 @@ struct Histogram {
 
 // Counters for /metrics, copied under the engine's lock.
 struct ServeStats {
-  uint64_t requests_total = 0;      // every submit
-  uint64_t requests_ok = 0;         // finished with "stop" or "length"
-  uint64_t requests_errored = 0;    // ended by an engine error or shutdown
-  uint64_t requests_cancelled = 0;  // their callback stopped listening
-  uint64_t requests_rejected = 0;   // refused by submit (queue full, too long, invalid)
-  uint64_t prompt_tokens = 0;       // of admitted requests
+  uint64_t requests_total = 0;        // every submit
+  uint64_t requests_ok = 0;           // finished with "stop" or "length"
+  uint64_t requests_errored = 0;      // ended by an engine error or shutdown
+  uint64_t requests_cancelled = 0;    // their callback stopped listening
+  uint64_t requests_rejected = 0;     // refused by submit (queue full, too long, invalid)
+  uint64_t prompt_tokens = 0;         // of admitted requests
   uint64_t prompt_tokens_cached = 0;  // of those, taken from the prefix cache
   uint64_t generation_tokens = 0;
   int running = 0, waiting = 0;
   int kv_blocks_used = 0, kv_blocks_total = 0;
-  int max_batch = 0, queue_capacity = 0;
   Histogram step_seconds{{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}};
   Histogram ttft_seconds{{0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}};  // submit to first token
 };

@@ -58,20 +58,18 @@ struct Outcome {
 };
 class Collector {
  public:
-  // on_update(n) runs after the n-th update; returning false stops listening.
+  // on_update(n) runs at the n-th update; returning false stops listening. Everything
+  // happens under the lock, so a waiter that saw the end may destroy the Collector.
   ServeCallback callback(std::function<bool(int)> on_update = nullptr) {
     return [this, on_update](const ServeUpdate& u) {
-      int n;
-      {
-        std::lock_guard<std::mutex> lk(mu_);
-        if (u.token >= 0) out_.tokens.push_back(u.token);
-        out_.text += u.text;
-        out_.completion_tokens = u.completion_tokens;
-        if (u.done) out_.done = true, out_.finish = u.finish, out_.error = u.error;
-        n = ++out_.updates;
-      }
+      std::lock_guard<std::mutex> lk(mu_);
+      if (u.token >= 0) out_.tokens.push_back(u.token);
+      out_.text += u.text;
+      out_.completion_tokens = u.completion_tokens;
+      if (u.done) out_.done = true, out_.finish = u.finish, out_.error = u.error;
+      bool listening = on_update ? on_update(++out_.updates) : (++out_.updates, true);
       cv_.notify_all();
-      return on_update ? on_update(n) : true;
+      return listening;
     };
   }
   Outcome wait() {
@@ -211,8 +209,8 @@ TEST_CASE("serve: the queue is bounded", "[serve]") {
   ra.on_update = a.callback();
   rb.on_update = b.callback();
   REQUIRE(e.submit(std::move(ra)).ok());
-  a.wait_updates(1);                      // a runs (the batch is full)...
-  REQUIRE(e.submit(std::move(rb)).ok());  // ... b waits in the queue ...
+  a.wait_updates(1);                               // a runs (the batch is full)...
+  REQUIRE(e.submit(std::move(rb)).ok());           // ... b waits in the queue ...
   SubmitResult refused = e.submit(std::move(rc));  // ... and c finds it full
   CHECK(refused.status == SubmitStatus::QueueFull);
   CHECK(refused.message == "queue full: 1 requests are waiting (--queue 1)");
@@ -283,7 +281,8 @@ TEST_CASE("serve: the context and the KV pool bound a request", "[serve]") {
   CHECK(o.completion_tokens == 3);
 
   CHECK(e.submit(request({}, 4)).status == SubmitStatus::Invalid);
-  CHECK(e.submit(request({1, 49152}, 4)).message == "prompt token 49152 at position 1 is outside the vocabulary of 49152");
+  CHECK(e.submit(request({1, 49152}, 4)).message ==
+        "prompt token 49152 at position 1 is outside the vocabulary of 49152");
   CHECK(e.submit(request({1}, -1)).message == "max_tokens is -1; it must be >= 0");
 
   // A pool of 4 blocks (64 positions): a request needing 5 is refused; two needing 3 each
