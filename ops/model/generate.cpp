@@ -8,30 +8,60 @@
 
 namespace troupe::model {
 
-int32_t sample_token(const float* logits, int V, const Sampling& s, uint64_t draw) {
-  if (s.temperature <= 0) return int32_t(std::max_element(logits, logits + V) - logits);
-  std::vector<int32_t> ids(static_cast<size_t>(V));
-  std::iota(ids.begin(), ids.end(), 0);
-  // Most likely first; ties by id, so the order (and the draw) is deterministic.
+namespace {
+
+// The tokens sampling may pick at temperature > 0 and their unnormalized weights: the
+// top_k most likely (most likely first; ties by id, so the order and the draw are
+// deterministic), weighted exp((logit - max) / T), then cut to the smallest prefix whose
+// weight reaches top_p of the total.
+struct Candidates {
+  std::vector<int32_t> ids;
+  std::vector<double> weight;
+  double sum = 0;
+};
+
+Candidates candidates(const float* logits, int V, const Sampling& s) {
+  Candidates c;
+  c.ids.resize(static_cast<size_t>(V));
+  std::iota(c.ids.begin(), c.ids.end(), 0);
   auto by_logit = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
-  size_t keep = s.top_k > 0 ? std::min<size_t>(size_t(s.top_k), ids.size()) : ids.size();
-  std::partial_sort(ids.begin(), ids.begin() + std::ptrdiff_t(keep), ids.end(), by_logit);
-  ids.resize(keep);
-  std::vector<double> p(keep);
-  double mx = logits[ids[0]], sum = 0;
-  for (size_t i = 0; i < keep; i++) sum += p[i] = std::exp((double(logits[ids[i]]) - mx) / s.temperature);
+  size_t keep = s.top_k > 0 ? std::min<size_t>(size_t(s.top_k), c.ids.size()) : c.ids.size();
+  std::partial_sort(c.ids.begin(), c.ids.begin() + std::ptrdiff_t(keep), c.ids.end(), by_logit);
+  c.weight.resize(keep);
+  double mx = logits[c.ids[0]];
+  for (size_t i = 0; i < keep; i++) c.sum += c.weight[i] = std::exp((double(logits[c.ids[i]]) - mx) / s.temperature);
   if (s.top_p < 1) {
     double acc = 0;
     size_t n = 0;
-    while (n < keep && acc < s.top_p * sum) acc += p[n++];
+    while (n < keep && acc < s.top_p * c.sum) acc += c.weight[n++];
     keep = std::max<size_t>(n, 1);
-    sum = 0;
-    for (size_t i = 0; i < keep; i++) sum += p[i];
+    c.sum = 0;
+    for (size_t i = 0; i < keep; i++) c.sum += c.weight[i];
   }
-  double u = double(RngStream(s.seed, {draw}).uniform(0)) * sum, acc = 0;
-  for (size_t i = 0; i < keep; i++)
-    if ((acc += p[i]) > u) return ids[i];
-  return ids[keep - 1];
+  c.ids.resize(keep);
+  c.weight.resize(keep);
+  return c;
+}
+
+}  // namespace
+
+int32_t sample_token(const float* logits, int V, const Sampling& s, uint64_t draw) {
+  if (s.temperature <= 0) return int32_t(std::max_element(logits, logits + V) - logits);
+  Candidates c = candidates(logits, V, s);
+  double u = double(RngStream(s.seed, {draw}).uniform(0)) * c.sum, acc = 0;
+  for (size_t i = 0; i < c.ids.size(); i++)
+    if ((acc += c.weight[i]) > u) return c.ids[i];
+  return c.ids.back();
+}
+
+void sampling_distribution(const float* logits, int V, const Sampling& s, float* p) {
+  std::fill(p, p + V, 0.0f);
+  if (s.temperature <= 0) {
+    p[std::max_element(logits, logits + V) - logits] = 1.0f;
+    return;
+  }
+  Candidates c = candidates(logits, V, s);
+  for (size_t i = 0; i < c.ids.size(); i++) p[c.ids[i]] = float(c.weight[i] / c.sum);
 }
 
 void apply_repetition_penalty(float* logits, int V, const std::vector<int32_t>& context, float penalty) {

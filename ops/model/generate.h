@@ -29,6 +29,9 @@ void apply_repetition_penalty(float* logits, int V, const std::vector<int32_t>& 
 
 // The next token from logits (V values), with `draw` indexing the random stream.
 int32_t sample_token(const float* logits, int V, const Sampling& s, uint64_t draw);
+// The distribution sample_token draws from (temperature, then top-k, then top-p), as V
+// probabilities; temperature 0: all mass on the argmax.
+void sampling_distribution(const float* logits, int V, const Sampling& s, float* p);
 
 // Up to max_new tokens after `prompt` (the context is cut to the model's last
 // max_seq_len tokens). on_token sees each new token and may stop generation by returning

@@ -2,38 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 
 #include "core/rng.h"
 #include "ops/model/gguf_model.h"
 
 namespace troupe::model {
-
-void sampling_distribution(const float* logits, int V, const Sampling& s, float* p) {
-  std::fill(p, p + V, 0.0f);
-  if (s.temperature <= 0) {
-    p[std::max_element(logits, logits + V) - logits] = 1.0f;
-    return;
-  }
-  // The same candidate set, order and weights as sample_token.
-  std::vector<int32_t> ids(static_cast<size_t>(V));
-  std::iota(ids.begin(), ids.end(), 0);
-  auto by_logit = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
-  size_t keep = s.top_k > 0 ? std::min<size_t>(size_t(s.top_k), ids.size()) : ids.size();
-  std::partial_sort(ids.begin(), ids.begin() + std::ptrdiff_t(keep), ids.end(), by_logit);
-  std::vector<double> w(keep);
-  double mx = logits[ids[0]], sum = 0;
-  for (size_t i = 0; i < keep; i++) sum += w[i] = std::exp((double(logits[ids[i]]) - mx) / s.temperature);
-  if (s.top_p < 1) {
-    double acc = 0;
-    size_t n = 0;
-    while (n < keep && acc < s.top_p * sum) acc += w[n++];
-    keep = std::max<size_t>(n, 1);
-    sum = 0;
-    for (size_t i = 0; i < keep; i++) sum += w[i];
-  }
-  for (size_t i = 0; i < keep; i++) p[ids[i]] = float(w[i] / sum);
-}
 
 namespace {
 

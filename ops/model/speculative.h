@@ -23,10 +23,6 @@
 
 namespace troupe::model {
 
-// The distribution sample_token draws from (temperature, then top-k, then top-p), as V
-// probabilities; temperature 0: all mass on the argmax.
-void sampling_distribution(const float* logits, int V, const Sampling& s, float* p);
-
 struct Draft {
   std::vector<int32_t> tokens;
   // q[i]: the distribution tokens[i] was drawn from (V values); empty when the proposal
