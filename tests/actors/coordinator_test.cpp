@@ -8,8 +8,7 @@
 #include <cmath>
 #include <filesystem>
 
-#include "core/data.h"
-#include "core/rng.h"
+#include "small_job.h"
 #include "test_util.h"
 
 using namespace troupe;
@@ -17,35 +16,8 @@ using namespace troupe::actors;
 
 namespace {
 
-JobConfig small_job(const std::string& tokens) {
-  JobConfig job;
-  job.model.arch = "llama";
-  job.model.n_layer = 4;
-  job.model.n_head = 4;
-  job.model.n_kv_head = 2;
-  job.model.d_model = 32;
-  job.model.d_ff = 64;
-  job.model.max_seq_len = 16;
-  job.data.tokens = tokens;
-  job.data.seq_len = 16;
-  job.data.batch_size = 8;
-  job.parallel.pp = 2;
-  job.parallel.microbatches = 4;
-  job.train.steps = 6;
-  job.checkpoint.snapshot_every = 1;
-  job.validate().value();
-  return job;
-}
-
 std::string token_file() {
-  auto dir = std::filesystem::temp_directory_path() / "troupe_coordinator_test";
-  std::filesystem::create_directories(dir);
-  std::string path = (dir / "tokens.tok").string();
-  std::vector<int32_t> ids(20000);
-  RngStream r(12, {3});
-  for (size_t i = 0; i < ids.size(); i++) ids[i] = int32_t(r.bits(i) % 97);
-  data::write_token_file(path, ids, 97).value();
-  return path;
+  return testing::synthetic_token_file(std::filesystem::temp_directory_path() / "troupe_coordinator_test", 3);
 }
 
 }  // namespace
@@ -53,7 +25,7 @@ std::string token_file() {
 TEST_CASE("coordinator actor: typed requests run steps and scale the replica group", "[actors][coordinator]") {
   caf::actor_system_config cfg;
   caf::actor_system sys{cfg};
-  JobConfig job = small_job(token_file());
+  JobConfig job = testing::small_job(token_file());
   CoordinatorClient coord(sys, spawn_coordinator(sys, job));
   auto info = coord.call<CoordinatorInfo>(start_atom::value);
   REQUIRE(info);
@@ -82,7 +54,7 @@ TEST_CASE("a stage killed between steps is restarted by its supervisor, with unc
           "[actors][coordinator][supervisor]") {
   caf::actor_system_config cfg;
   caf::actor_system sys{cfg};
-  JobConfig job = small_job(token_file());
+  JobConfig job = testing::small_job(token_file());
   std::vector<double> want, got;
   {
     Coordinator ref(sys, job);

@@ -14,8 +14,7 @@
 #include "apps/console_net.h"
 #include "apps/console_server.h"
 #include "apps/job_driver.h"
-#include "core/data.h"
-#include "core/rng.h"
+#include "small_job.h"
 #include "test_util.h"
 
 using namespace troupe;
@@ -71,28 +70,8 @@ std::filesystem::path scratch() {
 
 JobConfig small_job() {
   auto dir = scratch();
-  std::string path = (dir / "tokens.tok").string();
-  std::vector<int32_t> ids(20000);
-  RngStream r(12, {4});
-  for (size_t i = 0; i < ids.size(); i++) ids[i] = int32_t(r.bits(i) % 97);
-  data::write_token_file(path, ids, 97).value();
-  JobConfig job;
-  job.model.arch = "llama";
-  job.model.n_layer = 4;
-  job.model.n_head = 4;
-  job.model.n_kv_head = 2;
-  job.model.d_model = 32;
-  job.model.d_ff = 64;
-  job.model.max_seq_len = 16;
-  job.data.tokens = path;
-  job.data.seq_len = 16;
-  job.data.batch_size = 8;
-  job.parallel.pp = 2;
-  job.parallel.microbatches = 4;
-  job.train.steps = 6;
-  job.checkpoint.snapshot_every = 1;
+  JobConfig job = testing::small_job(testing::synthetic_token_file(dir, 4));
   job.checkpoint.dir = (dir / "ckpt").string();
-  job.validate().value();
   return job;
 }
 
