@@ -20,7 +20,6 @@ CoordinatorInfo info(const Coordinator& c) {
   i.last_restart_seconds = c.last_restart_seconds();
   i.training_supervisor = caf::actor_cast<caf::actor>(c.training_supervisor());
   i.checkpoint_supervisor = caf::actor_cast<caf::actor>(c.checkpoint_supervisor());
-  i.restart_pending = c.restart_pending();
   return i;
 }
 
@@ -82,6 +81,7 @@ coordinator_actor::behavior_type coordinator_actor_fn(coordinator_actor::statefu
         if (!r) return failure(r.error());
         return *r;
       },
+      [self](pending_atom) -> bool { return self->state.coord->restart_pending(); },
       [self](weights_atom, int64_t steps_done) -> caf::result<SnapshotPtr> {
         auto r = self->state.coord->weights(steps_done);
         if (!r) return failure(r.error());

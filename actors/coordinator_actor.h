@@ -28,6 +28,7 @@ using trace_atom = caf::atom_constant<caf::atom("trace")>;
 using status_atom = caf::atom_constant<caf::atom("status")>;
 using set_atom = caf::atom_constant<caf::atom("set")>;
 using weights_atom = caf::atom_constant<caf::atom("weights")>;
+using pending_atom = caf::atom_constant<caf::atom("pending")>;
 
 // What a client may want to know about the job and its graph.
 struct CoordinatorInfo {
@@ -41,7 +42,6 @@ struct CoordinatorInfo {
   // The supervision tree, for consoles: they ask the supervisors (which answer between
   // steps and during them) rather than the coordinator, which is busy while a step runs.
   caf::actor training_supervisor, checkpoint_supervisor;
-  bool restart_pending = false;  // the gang was restarted and awaits recover
 };
 
 struct ResumeInfo {
@@ -80,7 +80,9 @@ using coordinator_actor =
                      caf::replies_to<trace_atom, bool>::with<std::string>,
                      caf::replies_to<status_atom>::with<CoordinatorInfo>,
                      caf::replies_to<set_atom, std::string, std::string>::with<std::string>,  // key, value
-                     caf::replies_to<weights_atom, int64_t>::with<SnapshotPtr>>;               // steps done
+                     caf::replies_to<weights_atom, int64_t>::with<SnapshotPtr>,                // steps done
+                     // whether the gang was restarted and awaits recover (checked at every step boundary)
+                     caf::replies_to<pending_atom>::with<bool>>;
 
 struct CoordinatorState {
   std::unique_ptr<Coordinator> coord;

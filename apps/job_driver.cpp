@@ -178,9 +178,9 @@ void JobDriver::recovered(const RecoverInfo& back, double ms) {
 }
 
 Expected<bool> JobDriver::recover_if_restarted() {
-  auto info = coord_->call<CoordinatorInfo>(status_atom::value);
-  if (!info) return info.error();
-  if (!info->restart_pending) return false;
+  auto pending = coord_->call<bool>(pending_atom::value);
+  if (!pending) return pending.error();
+  if (!*pending) return false;
   auto t0 = std::chrono::steady_clock::now();
   auto back = coord_->call<RecoverInfo>(recover_atom::value, step_);
   if (!back) return make_error("cannot recover: " + back.error().message);
