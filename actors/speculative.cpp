@@ -1,5 +1,6 @@
 #include "actors/speculative.h"
 
+#include <climits>
 #include <map>
 
 #include "actors/checkpoint.h"
@@ -132,36 +133,26 @@ Expected<std::vector<int32_t>> speculative_generate(caf::actor_system& sys, cons
   if (!err.empty()) return make_error(err);
   model::AdaptiveK k{k_max, std::min(4, k_max), 0.5};
   model::SpeculativeStats local;
-  std::vector<int32_t> context = prompt, out;
-  bool stop = false;
-  for (uint64_t r = 0; !stop && int(out.size()) < max_new && err.empty(); r++) {
-    model::Draft d;
-    self->request(drafter, caf::infinite, propose_atom::value, context, k.k, s, r)
-        .receive([&](model::Draft& x) { d = std::move(x); }, on_error);
-    if (!err.empty()) break;
-    if (int(d.tokens.size()) > k.k) d.tokens.resize(size_t(k.k)), d.q.resize(std::min(d.q.size(), size_t(k.k)));
-    model::Verdict v;
-    self->request(verifier, caf::infinite, verify_atom::value, id, d, s, r)
-        .receive([&](model::Verdict& x) { v = std::move(x); }, on_error);
-    if (!err.empty()) break;
-    local.rounds++;
-    local.drafted += int(d.tokens.size());
-    local.accepted += v.accepted;
-    k.update(v.accepted, int(d.tokens.size()));
-    for (int32_t t : v.tokens) {
-      if (int(out.size()) >= max_new) break;
-      out.push_back(t);
-      context.push_back(t);
-      local.generated++;
-      if (on_token && !on_token(t)) {
-        stop = true;
-        break;
-      }
-    }
-  }
+  // The verifier bounds the context itself (its error says so).
+  auto out = model::speculative_rounds(
+      prompt, max_new, INT_MAX, k, local,
+      [&](const std::vector<int32_t>& ctx, int kr, uint64_t r) -> Expected<model::Draft> {
+        model::Draft d;
+        self->request(drafter, caf::infinite, propose_atom::value, ctx, kr, s, r)
+            .receive([&](model::Draft& x) { d = std::move(x); }, on_error);
+        if (!err.empty()) return make_error(err);
+        return d;
+      },
+      [&](const model::Draft& d, uint64_t r) -> Expected<model::Verdict> {
+        model::Verdict v;
+        self->request(verifier, caf::infinite, verify_atom::value, id, d, s, r)
+            .receive([&](model::Verdict& x) { v = std::move(x); }, on_error);
+        if (!err.empty()) return make_error(err);
+        return v;
+      },
+      on_token);
   self->send(verifier, close_atom::value, id);
   if (stats) *stats = local;
-  if (!err.empty()) return make_error(err);
   return out;
 }
 

@@ -180,6 +180,38 @@ Expected<void> check_speculative_sampling(const Sampling& s) {
 SpeculativeDecoder::SpeculativeDecoder(InferenceEngine& target, Drafter& drafter, int k_max, int k_start)
     : target_(target), drafter_(drafter), k_{k_max, std::clamp(k_start, 1, k_max), 0.5} {}
 
+Expected<std::vector<int32_t>> speculative_rounds(const std::vector<int32_t>& prompt, int max_new, int max_context,
+                                                  AdaptiveK& k, SpeculativeStats& stats, const ProposeFn& propose,
+                                                  const VerifyFn& verify,
+                                                  const std::function<bool(int32_t)>& on_token) {
+  std::vector<int32_t> context = prompt, out;
+  bool stop = false;
+  for (uint64_t r = 0; !stop && int(out.size()) < max_new && int(context.size()) < max_context; r++) {
+    const int kr = int(std::min<int64_t>(k.k, int64_t(max_context) - int64_t(context.size())));
+    auto draft = propose(context, kr, r);
+    if (!draft) return draft.error();
+    if (int(draft->tokens.size()) > kr)
+      draft->tokens.resize(size_t(kr)), draft->q.resize(std::min(draft->q.size(), size_t(kr)));
+    auto v = verify(*draft, r);
+    if (!v) return v.error();
+    stats.rounds++;
+    stats.drafted += int(draft->tokens.size());
+    stats.accepted += v->accepted;
+    k.update(v->accepted, int(draft->tokens.size()));
+    context.insert(context.end(), v->tokens.begin(), v->tokens.end());
+    for (int32_t t : v->tokens) {
+      if (int(out.size()) >= max_new) break;
+      out.push_back(t);
+      stats.generated++;
+      if (on_token && !on_token(t)) {
+        stop = true;
+        break;
+      }
+    }
+  }
+  return out;
+}
+
 Expected<std::vector<int32_t>> SpeculativeDecoder::generate(const std::vector<int32_t>& prompt, int max_new,
                                                            const Sampling& s,
                                                            const std::function<bool(int32_t)>& on_token) {
@@ -187,36 +219,10 @@ Expected<std::vector<int32_t>> SpeculativeDecoder::generate(const std::vector<in
   if (prompt.empty()) return make_error("speculative decoding: empty prompt");
   Sequence seq;
   seq.tokens = prompt;
-  std::vector<int32_t> out;
-  bool stop = false;
-  const int ctx = target_.config().max_seq_len;
-  for (uint64_t r = 0; !stop && int(out.size()) < max_new && int(seq.tokens.size()) < ctx; r++) {
-    int k = std::min(k_.k, ctx - int(seq.tokens.size()));
-    auto draft = drafter_.propose(seq.tokens, k, s, r);
-    if (!draft) {
-      target_.release(seq);
-      return draft.error();
-    }
-    if (int(draft->tokens.size()) > k) draft->tokens.resize(size_t(k)), draft->q.resize(std::min(draft->q.size(), size_t(k)));
-    auto v = verify_on_target(target_, seq, *draft, s, r);
-    if (!v) {
-      target_.release(seq);
-      return v.error();
-    }
-    stats_.rounds++;
-    stats_.drafted += int(draft->tokens.size());
-    stats_.accepted += v->accepted;
-    k_.update(v->accepted, int(draft->tokens.size()));
-    for (int32_t t : v->tokens) {
-      if (int(out.size()) >= max_new) break;
-      out.push_back(t);
-      stats_.generated++;
-      if (on_token && !on_token(t)) {
-        stop = true;
-        break;
-      }
-    }
-  }
+  auto out = speculative_rounds(
+      prompt, max_new, target_.config().max_seq_len, k_, stats_,
+      [&](const std::vector<int32_t>& ctx, int k, uint64_t r) { return drafter_.propose(ctx, k, s, r); },
+      [&](const Draft& d, uint64_t r) { return verify_on_target(target_, seq, d, s, r); }, on_token);
   target_.release(seq);
   return out;
 }

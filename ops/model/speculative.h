@@ -98,6 +98,18 @@ struct SpeculativeStats {
   double acceptance() const { return drafted ? double(accepted) / drafted : 0; }
 };
 
+// The client's side of speculative decoding, whoever drafts and verifies (one thread, or
+// the draft and verifier actors): up to max_new tokens after the prompt, each round
+// asking propose(context, k, round) for at most k tokens (k adapted, and cut so the
+// context stays below max_context) and verify(draft, round) for the verdict; counts into
+// stats; on_token may stop it (false).
+using ProposeFn = std::function<Expected<Draft>(const std::vector<int32_t>& context, int k, uint64_t round)>;
+using VerifyFn = std::function<Expected<Verdict>(const Draft& draft, uint64_t round)>;
+Expected<std::vector<int32_t>> speculative_rounds(const std::vector<int32_t>& prompt, int max_new, int max_context,
+                                                  AdaptiveK& k, SpeculativeStats& stats, const ProposeFn& propose,
+                                                  const VerifyFn& verify,
+                                                  const std::function<bool(int32_t)>& on_token = nullptr);
+
 // Decoding with a drafter against a target engine, in one thread (the actor form, with
 // the drafter and the target in their own actors, is actors/speculative.h).
 class SpeculativeDecoder {
